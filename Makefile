@@ -1,0 +1,21 @@
+# Canopy: `make run` serves the system with a demo forest; `make test` runs the whole suite.
+# Both install what is missing first (system packages, the virtualenv) and start a private
+# PostGIS and Redis under ./.data unless DATABASE_URL / REDIS_URL point elsewhere.
+PY := .venv/bin/python
+
+.PHONY: run test bootstrap bench lint clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+run: bootstrap
+	@$(PY) -m server dev
+
+test: bootstrap
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: bootstrap
+	@$(PY) bench/features.py
+
+clean:
+	rm -rf .data/test-* .data/run

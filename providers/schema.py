@@ -1,0 +1,107 @@
+"""The columns each collection publishes: name, SQL type and JSON Schema type.
+
+One table per collection; the provider builds every query from this description,
+so a property that is not listed here can be neither read, filtered nor sorted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str                    # the PostgreSQL type to cast query values to
+    json_type: str                   # JSON Schema type for queryables/schema
+    nullable: bool = True
+    writable: bool = False           # may a client set it through Features Part 4
+    json_format: str | None = None   # e.g. date-time
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    geometry: str                    # geometry column (SRID 4326)
+    geometry_type: str
+    columns: tuple[Column, ...]
+    time_field: str | None = None
+    versioned: bool = False          # has a `version` column behind ETag/If-Match
+
+    @property
+    def fields(self) -> dict[str, Column]:
+        return {c.name: c for c in self.columns}
+
+
+def _c(name: str, sql_type: str, json_type: str, **kw) -> Column:
+    return Column(name, sql_type, json_type, **kw)
+
+
+TABLES: dict[str, Table] = {
+    "plots": Table(
+        name="plots", geometry="geom", geometry_type="MultiPolygon", time_field="updated_at",
+        versioned=True,
+        columns=(
+            _c("project_id", "bigint", "integer", nullable=False, writable=True),
+            _c("name", "text", "string", nullable=False, writable=True),
+            _c("attributes", "jsonb", "object", nullable=False, writable=True),
+            _c("metrics", "jsonb", "object"),
+            _c("version", "integer", "integer", nullable=False),
+            _c("created_at", "timestamptz", "string", nullable=False, json_format="date-time"),
+            _c("updated_at", "timestamptz", "string", nullable=False, json_format="date-time"),
+        ),
+    ),
+    "scans": Table(
+        name="scans", geometry="footprint", geometry_type="Polygon", time_field="acquired_at",
+        columns=(
+            _c("project_id", "bigint", "integer", nullable=False),
+            _c("name", "text", "string", nullable=False),
+            _c("status", "text", "string", nullable=False),
+            _c("error", "text", "string"),
+            _c("size_bytes", "bigint", "integer"),
+            _c("sha256", "text", "string"),
+            _c("las_version", "text", "string"),
+            _c("point_format", "smallint", "integer"),
+            _c("point_count", "bigint", "integer"),
+            _c("crs_epsg", "integer", "integer"),
+            _c("density_pts_m2", "double precision", "number"),
+            _c("classified_ground", "boolean", "boolean"),
+            _c("acquired_at", "timestamptz", "string", json_format="date-time"),
+            _c("created_at", "timestamptz", "string", nullable=False, json_format="date-time"),
+        ),
+    ),
+    "trees": Table(
+        name="trees", geometry="geom", geometry_type="Point",
+        columns=(
+            _c("scan_id", "bigint", "integer", nullable=False),
+            _c("project_id", "bigint", "integer", nullable=False),
+            _c("x", "double precision", "number"),
+            _c("y", "double precision", "number"),
+            _c("height_m", "real", "number"),
+            _c("crown_area_m2", "real", "number"),
+            _c("crown_diameter_m", "real", "number"),
+        ),
+    ),
+    "crowns": Table(
+        name="crowns", geometry="geom", geometry_type="Polygon",
+        columns=(
+            _c("tree_id", "bigint", "integer"),
+            _c("scan_id", "bigint", "integer", nullable=False),
+            _c("project_id", "bigint", "integer", nullable=False),
+            _c("area_m2", "real", "number"),
+        ),
+    ),
+    "rasters": Table(
+        name="rasters", geometry="footprint", geometry_type="Polygon", time_field="created_at",
+        columns=(
+            _c("scan_id", "bigint", "integer"),
+            _c("project_id", "bigint", "integer", nullable=False),
+            _c("kind", "text", "string", nullable=False),
+            _c("crs_epsg", "integer", "integer"),
+            _c("resolution_m", "double precision", "number"),
+            _c("bands", "jsonb", "array"),
+            _c("stats", "jsonb", "object"),
+            _c("created_at", "timestamptz", "string", nullable=False, json_format="date-time"),
+        ),
+    ),
+}

@@ -1,0 +1,140 @@
+"""`python -m server …`: dev (what `make run` runs), serve, migrate, create-user, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .settings import ROOT
+
+
+def _migrate(_args=None) -> None:
+    from db.migrate import migrate
+    applied = migrate(os.environ["DATABASE_URL"])
+    print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")
+
+
+def create_user(username: str, password: str | None, role: str = "viewer") -> tuple[int, bool]:
+    """Create `username` (argon2 hash) unless it exists; return (id, created)."""
+    import psycopg
+    from argon2 import PasswordHasher
+
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        row = conn.execute("SELECT id FROM users WHERE username = %s", (username,)).fetchone()
+        if row:
+            return row[0], False
+        digest = PasswordHasher().hash(password) if password else None
+        row = conn.execute("INSERT INTO users (username, password_hash, role) VALUES (%s, %s, %s) "
+                           "RETURNING id", (username, digest, role)).fetchone()
+        return row[0], True
+
+
+def _create_user(args) -> None:
+    password = args.password or os.environ.get("CANOPY_NEW_PASSWORD")
+    if not password:
+        import getpass
+        password = getpass.getpass(f"password for {args.username}: ")
+    user_id, created = create_user(args.username, password, args.role)
+    print(f"user {args.username} {'created' if created else 'already exists'} (id {user_id})")
+
+
+def ensure_admin() -> None:
+    """The first admin: CANOPY_ADMIN_USER / CANOPY_ADMIN_PASSWORD, or a generated
+    password printed once (when the account is created)."""
+    username = os.environ.get("CANOPY_ADMIN_USER", "admin")
+    password = os.environ.get("CANOPY_ADMIN_PASSWORD")
+    generated = not password
+    password = password or secrets.token_urlsafe(16)
+    _, created = create_user(username, password, "admin")
+    if created and generated:
+        print(f"\n  Admin account created: user '{username}', password '{password}'"
+              "\n  (shown once; set CANOPY_ADMIN_PASSWORD to choose it)\n", flush=True)
+
+
+def _demo(_args=None) -> None:
+    from .demo import load_demo
+    print(load_demo(os.environ["DATABASE_URL"]))
+
+
+def _gunicorn_cmd(host: str, port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"{host}:{port}",
+            "--graceful-timeout", "30", "--timeout", "120", "server.wsgi:app"]
+
+
+def _serve(args) -> None:
+    """Run the web app under gunicorn in the foreground (DATABASE_URL and REDIS_URL set)."""
+    os.execv(sys.executable, _gunicorn_cmd(args.host, args.port, args.workers))
+
+
+def _dev(args) -> None:
+    """Start private PostGIS and Redis under ./.data (unless DATABASE_URL/REDIS_URL are
+    set), migrate, create the admin, load the demo forest and serve until Ctrl-C/SIGTERM."""
+    from .devservices import LocalPostgres, LocalRedis
+
+    data = Path(os.environ.get("CANOPY_DATA_DIR", ROOT / ".data"))
+    started = []
+    if not os.environ.get("DATABASE_URL"):
+        pg = LocalPostgres(data / "postgres")
+        os.environ["DATABASE_URL"] = pg.start()
+        started.append(pg)
+    if not os.environ.get("REDIS_URL"):
+        rd = LocalRedis(data / "redis")
+        os.environ["REDIS_URL"] = rd.start()
+        started.append(rd)
+    stopping = False
+
+    def _stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    web = None
+    try:
+        _migrate()
+        ensure_admin()
+        _demo()
+        host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "5000"))
+        web = subprocess.Popen(_gunicorn_cmd(host, port, args.workers))
+        print(f"Canopy serves at http://{host}:{port}  (Ctrl-C stops everything)", flush=True)
+        while not stopping and web.poll() is None:
+            time.sleep(0.3)
+    finally:
+        if web and web.poll() is None:
+            web.send_signal(signal.SIGTERM)   # gunicorn: graceful stop
+            try:
+                web.wait(35)
+            except subprocess.TimeoutExpired:
+                web.kill()
+        for service in reversed(started):
+            service.stop()
+        print("Canopy stopped", flush=True)
+    sys.exit(0 if stopping else (web.returncode if web else 1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="start services, migrate, load the demo and serve")
+    dev.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
+    dev.set_defaults(func=_dev)
+    serve = sub.add_parser("serve", help="serve the web app with gunicorn")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
+    serve.set_defaults(func=_serve)
+    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=_migrate)
+    sub.add_parser("demo", help="load the demo forest (idempotent)").set_defaults(func=_demo)
+    user = sub.add_parser("create-user", help="create a user")
+    user.add_argument("username")
+    user.add_argument("--role", choices=["admin", "analyst", "viewer"], default="viewer")
+    user.add_argument("--password", help="(or CANOPY_NEW_PASSWORD, or asked for)")
+    user.set_defaults(func=_create_user)
+    args = parser.parse_args(argv)
+    args.func(args)

@@ -1,0 +1,95 @@
+"""One error type family, rendered as application/problem+json (RFC 9457).
+
+OGC API exceptions need `code` and `description`; our documents carry both those
+and the RFC 9457 members, so one body serves OGC clients and generic HTTP clients.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from flask import Response, json, request
+
+
+class CanopyError(Exception):
+    """Base of every error the server answers with on purpose."""
+
+    status = 500
+    code = "ServerError"
+
+    def __init__(self, detail: str, *, status: int | None = None, code: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+
+class BadRequest(CanopyError):
+    status, code = 400, "InvalidParameterValue"
+
+
+class Unauthorized(CanopyError):
+    status, code = 401, "Unauthorized"
+
+
+class Forbidden(CanopyError):
+    status, code = 403, "Forbidden"
+
+
+class NotFound(CanopyError):
+    status, code = 404, "NotFound"
+
+
+class Conflict(CanopyError):
+    status, code = 409, "Conflict"
+
+
+class PreconditionRequired(CanopyError):
+    status, code = 428, "PreconditionRequired"
+
+
+class Unavailable(CanopyError):
+    status, code = 503, "ServiceUnavailable"
+
+
+def problem(status: int, detail: str, code: str | None = None, headers: dict | None = None) -> Response:
+    title = HTTPStatus(status).phrase
+    body = {"type": f"https://httpstatuses.io/{status}" if code is None else
+            f"urn:canopy:error:{code}",
+            "title": title, "status": status, "detail": detail, "instance": request.path,
+            "code": code or title.replace(" ", ""), "description": detail}
+    response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def register(app) -> None:
+    @app.errorhandler(CanopyError)
+    def _canopy(err: CanopyError):
+        return problem(err.status, err.detail, err.code, err.headers)
+
+    @app.errorhandler(404)
+    def _not_found(err):
+        return problem(404, f"nothing at {request.path}", "NotFound")
+
+    @app.errorhandler(405)
+    def _method(err):
+        return problem(405, f"{request.method} is not allowed on {request.path}", "MethodNotAllowed",
+                       {"Allow": ", ".join(err.valid_methods or [])})
+
+    @app.errorhandler(413)
+    def _too_large(err):
+        return problem(413, "the request body is too large", "PayloadTooLarge")
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):
+        from werkzeug.exceptions import HTTPException
+        if isinstance(err, HTTPException):
+            return problem(err.code or 500, err.description or err.name)
+        app.logger.exception("unhandled error")
+        return problem(500, "an unexpected error occurred; it has been logged", "ServerError")

@@ -1,0 +1,206 @@
+"""Canopy's layer around pygeoapi's Features routes.
+
+pygeoapi serves `/collections/...`; this module fills what it leaves out:
+- the request context its providers read (caller, links, cursor, If-Match);
+- strict query parameters (an unknown one is a 400, not silently ignored);
+- CQL2 text and JSON filters parsed here (pygeoapi parses ECQL only and refuses
+  `filter-lang=cql2-text`), so clients such as QGIS filter on the server;
+- ETag on items, If-Match (428 when missing, 412 when stale) and PATCH;
+- `/conformance` listing exactly what is implemented.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from pygeofilter.parsers.cql2_json import parse as parse_cql2_json
+from pygeofilter.parsers.cql2_text import parse as parse_cql2_text
+from werkzeug.datastructures import ImmutableMultiDict
+
+from providers import context
+from providers.postgis import output_srid
+from providers.schema import TABLES
+
+from .errors import BadRequest, PreconditionRequired, problem
+
+bp = Blueprint("features", __name__)
+
+_ITEMS = re.compile(r"^/collections/(?P<c>[^/]+)/items(?:/(?P<id>[^/]+))?/?$")
+_COMMON_PARAMS = {"f", "lang"}
+_ITEMS_PARAMS = {"bbox", "bbox-crs", "crs", "limit", "offset", "datetime", "sortby", "properties",
+                 "skipGeometry", "filter", "filter-lang", "filter-crs", "cursor", "resulttype"}
+_ITEM_PARAMS = {"crs"}
+
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/landing-page",
+    "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/json",
+    "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-common-2/1.0/conf/collections",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
+    "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/create-replace-delete",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/update",
+    "http://www.opengis.net/spec/ogcapi-features-5/1.0/conf/schemas",
+    "http://www.opengis.net/spec/ogcapi-records-1/1.0/conf/sorting",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
+    "http://www.opengis.net/spec/cql2/1.0/conf/case-insensitive-comparison",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
+    "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/arithmetic",
+]
+
+
+@bp.get("/conformance")
+def conformance():
+    return jsonify(conformsTo=CONFORMANCE)
+
+
+def _editable(collection: str) -> bool:
+    return collection in TABLES and TABLES[collection].versioned
+
+
+def _parse_filter(ctx: context.RequestContext) -> None:
+    """Parse `filter` per `filter-lang`; a malformed filter is a 400 that says where."""
+    text = request.args.get("filter")
+    lang = request.args.get("filter-lang", "cql2-text")
+    if lang not in ("cql2-text", "cql2-json", "cql-text", "cql-json"):
+        raise BadRequest(f"filter-lang must be cql2-text or cql2-json, not {lang!r}")
+    if text is None:
+        if "filter-lang" in request.args or "filter-crs" in request.args:
+            raise BadRequest("filter-lang and filter-crs need a filter")
+        return
+    try:
+        ctx.filter = parse_cql2_json(json.loads(text)) if lang.endswith("json") else parse_cql2_text(text)
+    except Exception as err:  # lark and json raise many types; all mean "does not parse"
+        reason = str(err).strip().splitlines()[0][:300]
+        raise BadRequest(f"the filter is not valid {lang}: {reason}")
+    crs = request.args.get("filter-crs")
+    if crs:
+        class _Spec:  # what output_srid reads
+            target_crs_uri = crs
+        try:
+            ctx.filter_srid, ctx.filter_flip = output_srid(_Spec)
+        except Exception:
+            raise BadRequest(f"filter-crs {crs!r} is not supported; use CRS84 or an EPSG URI")
+
+
+@bp.before_app_request
+def _features_context():
+    ctx = context.RequestContext(principal=g.get("principal"))
+    context.current.set(ctx)
+    match = _ITEMS.match(request.path)
+    if not match:
+        return None
+    collection, item_id = match.group("c"), match.group("id")
+    settings = current_app.config["CANOPY_SETTINGS"]
+    ctx.items_url = f"{settings.public_url}/collections/{collection}/items"
+    if request.method == "GET":
+        allowed = _COMMON_PARAMS | (_ITEM_PARAMS if item_id else _ITEMS_PARAMS)
+        if not item_id and collection in TABLES:
+            allowed |= set(TABLES[collection].fields)
+        unknown = sorted(set(request.args) - allowed)
+        if unknown:
+            raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}; "
+                             f"this endpoint accepts: {', '.join(sorted(allowed))}")
+        if not item_id:
+            if "datetime" in request.args:
+                _check_datetime(request.args["datetime"])
+            _parse_filter(ctx)
+            ctx.cursor = request.args.get("cursor")
+            ctx.query = {k: v for k, v in request.args.items()}
+            # pygeoapi must not see what this layer handles (it would re-parse the filter as ECQL)
+            request.args = ImmutableMultiDict([(k, v) for k, v in request.args.items(multi=True)
+                                               if k not in ("filter", "filter-lang", "filter-crs",
+                                                            "cursor")])
+    if request.method == "POST" and not item_id and request.mimetype not in (
+            "application/geo+json", "application/json", "application/query-cql-json"):
+        raise BadRequest("POST a GeoJSON Feature as application/geo+json to create an item, "
+                         "or a CQL2 JSON filter as application/json to query", status=415,
+                         code="UnsupportedMediaType")
+    if item_id and request.method in ("PUT", "PATCH", "DELETE") and _editable(collection):
+        header = request.headers.get("If-Match")
+        if not header:
+            raise PreconditionRequired("send If-Match with the item's ETag (GET the item to learn it)")
+        if header.strip() != "*":
+            try:
+                ctx.if_match = int(header.strip().removeprefix("W/").strip('"'))
+            except ValueError:
+                ctx.if_match = -1   # no version matches: the provider answers 412
+    return None
+
+
+@bp.after_app_request
+def _features_headers(response: Response) -> Response:
+    match = _ITEMS.match(request.path)
+    if not match:
+        return response
+    ctx = context.get()
+    if ctx.page_links is not None and not any(l["rel"] == "next" for l in ctx.page_links) \
+            and response.status_code == 200 and "json" in (response.headers.get("Content-Type") or ""):
+        _replace_paging_links(response, ctx.page_links)
+    if ctx.version is not None and response.status_code < 300:
+        response.headers["ETag"] = f'"{ctx.version}"'
+    if request.method == "OPTIONS" and match.group("id") and _editable(match.group("c")) \
+            and "PUT" in response.headers.get("Allow", ""):
+        response.headers["Allow"] += ", PATCH"
+    return response
+
+
+def _replace_paging_links(response: Response, links: list[dict]) -> None:
+    """On a last page pygeoapi adds offset links of its own (it keeps a provider's links
+    only when they include `next`); put back the provider's."""
+    body = json.loads(response.get_data())
+    body["links"] = [l for l in body.get("links", []) if l.get("rel") not in ("next", "prev")] + links
+    response.set_data(json.dumps(body))
+
+
+def _check_datetime(value: str) -> None:
+    for part in value.split("/"):
+        if part in ("", "..") and "/" in value:
+            continue
+        try:
+            datetime.fromisoformat(part.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(f"datetime {value!r} is not an RFC 3339 instant or interval "
+                             "(e.g. 2024-06-01T00:00:00Z/..)")
+
+
+@bp.route("/collections/<collection>/items/<item_id>", methods=["PATCH"])
+def patch_item(collection: str, item_id: str):
+    """Features Part 4 update (JSON merge patch); pygeoapi 0.21 has no PATCH route."""
+    from pygeoapi.plugin import load_plugin
+    from pygeoapi.provider.base import ProviderGenericError
+    from pygeoapi.util import get_provider_by_type
+
+    resources = current_app.config["PYGEOAPI_CONFIG"]["resources"]
+    if collection not in resources:
+        return problem(404, f"no collection {collection!r}", "NotFound")
+    provider_def = get_provider_by_type(resources[collection]["providers"], "feature")
+    if not provider_def.get("editable"):
+        return problem(405, f"collection {collection!r} is read-only", "MethodNotAllowed",
+                       {"Allow": "GET, HEAD, OPTIONS"})
+    provider = load_plugin("provider", provider_def)
+    try:
+        provider.patch(item_id, request.get_data())
+    except ProviderGenericError as err:
+        return problem(int(err.http_status_code), err.message, err.ogc_exception_code)
+    return Response(status=204)
+
+
+def register(app: Flask) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,176 @@
+"""One self-contained OpenAPI document for every route.
+
+pygeoapi's generated document `$ref`s OGC schemas on external hosts, so offline
+tools and code generators cannot resolve it. `build_openapi` replaces each external
+reference by a local component written out here (from the OGC API - Features and
+Processes schemas), adds the parameters Canopy supports (CQL2 filter, cursor),
+PATCH and ETag on editable items, and Canopy's own routes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pygeoapi.openapi import get_oas
+
+from .settings import Settings
+
+_LINK = {"type": "object", "required": ["href"], "properties": {
+    "href": {"type": "string"}, "rel": {"type": "string"}, "type": {"type": "string"},
+    "hreflang": {"type": "string"}, "title": {"type": "string"}, "length": {"type": "integer"}}}
+_EXCEPTION = {"type": "object", "required": ["code"], "properties": {
+    "code": {"type": "string"}, "description": {"type": "string"}, "type": {"type": "string"},
+    "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
+    "instance": {"type": "string"}}, "additionalProperties": True}
+_PROBLEM = {"type": "object", "required": ["type", "title", "status"], "properties": {
+    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+    "detail": {"type": "string"}, "instance": {"type": "string"}}, "additionalProperties": True}
+_FEATURE = {"type": "object", "required": ["type", "geometry", "properties"], "properties": {
+    "type": {"type": "string", "enum": ["Feature"]},
+    "id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+    "geometry": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/GeoJSONGeometry"}]},
+    "properties": {"type": "object", "nullable": True},
+    "links": {"type": "array", "items": {"$ref": "#/components/schemas/link"}}}}
+_GEOMETRY = {"type": "object", "required": ["type"], "properties": {
+    "type": {"type": "string", "enum": ["Point", "MultiPoint", "LineString", "MultiLineString",
+                                        "Polygon", "MultiPolygon", "GeometryCollection"]},
+    "coordinates": {"type": "array"}, "geometries": {"type": "array"}}}
+_FEATURES = {"type": "object", "required": ["type", "features"], "properties": {
+    "type": {"type": "string", "enum": ["FeatureCollection"]},
+    "features": {"type": "array", "items": {"$ref": "#/components/schemas/featureGeoJSON"}},
+    "links": {"type": "array", "items": {"$ref": "#/components/schemas/link"}},
+    "timeStamp": {"type": "string", "format": "date-time"},
+    "numberMatched": {"type": "integer", "minimum": 0},
+    "numberReturned": {"type": "integer", "minimum": 0}}}
+_JSON_OBJECT = {"type": "object", "additionalProperties": True}
+
+
+def _json(description: str, schema: dict, media: str = "application/json") -> dict:
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+def _problem(description: str) -> dict:
+    return _json(description, {"$ref": "#/components/schemas/problem"}, "application/problem+json")
+
+
+_EXCEPTION_RESPONSE = {"$ref": "#/components/schemas/exception"}
+COMPONENTS: dict[str, dict[str, Any]] = {
+    "schemas": {"link": _LINK, "exception": _EXCEPTION, "problem": _PROBLEM,
+                "featureGeoJSON": _FEATURE, "featureCollectionGeoJSON": _FEATURES,
+                "GeoJSONGeometry": _GEOMETRY},
+    "parameters": {
+        "datetime": {"name": "datetime", "in": "query", "required": False, "style": "form",
+                     "explode": False, "schema": {"type": "string"},
+                     "description": "An instant or a closed or open interval (RFC 3339, `..` for open ends)."},
+        "featureId": {"name": "featureId", "in": "path", "required": True,
+                      "schema": {"type": "string"}, "description": "local identifier of a feature"},
+        "sortby": {"name": "sortby", "in": "query", "required": False, "style": "form",
+                   "explode": False, "schema": {"type": "array", "items": {"type": "string",
+                                                                           "pattern": "[+|-]?[A-Za-z_].*"}},
+                   "description": "Comma-separated properties to sort by, `-` for descending."},
+        "filter": {"name": "filter", "in": "query", "required": False, "schema": {"type": "string"},
+                   "description": "A CQL2 text filter over the collection's queryables."},
+        "filter-lang": {"name": "filter-lang", "in": "query", "required": False,
+                        "schema": {"type": "string", "enum": ["cql2-text", "cql2-json"],
+                                   "default": "cql2-text"}},
+        "filter-crs": {"name": "filter-crs", "in": "query", "required": False,
+                       "schema": {"type": "string", "format": "uri"}},
+        "cursor": {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                   "description": "Opaque page position; follow the `next`/`prev` links rather than "
+                                  "building it."},
+        "If-Match": {"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
+                     "description": "The ETag of the item as last read; 412 when it has changed."},
+    },
+    "responses": {
+        "LandingPage": _json("The landing page", _JSON_OBJECT),
+        "Collection": _json("Information about a feature collection", _JSON_OBJECT),
+        "Features": _json("A page of features",
+                          {"$ref": "#/components/schemas/featureCollectionGeoJSON"}, "application/geo+json"),
+        "Feature": {**_json("A feature", {"$ref": "#/components/schemas/featureGeoJSON"},
+                            "application/geo+json"),
+                    "headers": {"ETag": {"schema": {"type": "string"}}}},
+        "InvalidParameter": _json("A query parameter has an invalid value.", _EXCEPTION_RESPONSE),
+        "NotFound": _json("The requested resource does not exist on the server.", _EXCEPTION_RESPONSE),
+        "ServerError": _json("A server error occurred.", _EXCEPTION_RESPONSE),
+        "PreconditionFailed": _json("The item changed since it was read (If-Match).", _EXCEPTION_RESPONSE),
+        "PreconditionRequired": _problem("If-Match is required to change an item."),
+        "Problem": _problem("The request cannot be served; the body says why."),
+    },
+}
+
+# external reference (by its last path element or fragment) -> local component
+_LOCAL = {
+    "parameters/datetime": "#/components/parameters/datetime",
+    "parameters/featureId": "#/components/parameters/featureId",
+    "sortby.yaml": "#/components/parameters/sortby",
+    "responses/Collection": "#/components/responses/Collection",
+    "responses/Features": "#/components/responses/Features",
+    "responses/InvalidParameter": "#/components/responses/InvalidParameter",
+    "responses/LandingPage": "#/components/responses/LandingPage",
+    "responses/NotFound": "#/components/responses/NotFound",
+    "responses/ServerError": "#/components/responses/ServerError",
+    "NotFound.yaml": "#/components/responses/NotFound",
+    "exception.yaml": "#/components/schemas/exception",
+    "schemas/link": "#/components/schemas/link",
+}
+
+
+def _localise(node: Any) -> Any:
+    """Replace every external `$ref` by its local component; fail loudly on unknown ones."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            for suffix, local in _LOCAL.items():
+                if ref.endswith(suffix):
+                    return {"$ref": local}
+            raise ValueError(f"external $ref with no local copy: {ref}")
+        return {k: _localise(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_localise(v) for v in node]
+    return node
+
+
+def _canopy_paths() -> dict:
+    return {
+        "/healthz": {"get": {"summary": "Liveness: the process answers", "tags": ["operations"],
+                             "operationId": "healthz",
+                             "responses": {"200": _json("alive", _JSON_OBJECT)}}},
+        "/readyz": {"get": {"summary": "Readiness: database, Redis and storage are reachable",
+                            "tags": ["operations"], "operationId": "readyz",
+                            "responses": {"200": _json("ready", _JSON_OBJECT),
+                                          "503": _json("not ready; the body names what is down",
+                                                       _JSON_OBJECT)}}},
+    }
+
+
+def build_openapi(config: dict, settings: Settings) -> dict:
+    """pygeoapi's document for `config`, made self-contained, with Canopy's additions."""
+    doc = _localise(copy.deepcopy(get_oas(config)))
+    for kind, entries in COMPONENTS.items():
+        doc["components"].setdefault(kind, {}).update(entries)
+    doc["servers"] = [{"url": settings.public_url, "description": "Canopy"}]
+    tags = doc.setdefault("tags", [])
+    tags.append({"name": "operations", "description": "Health and readiness"})
+    for path, item in doc["paths"].items():
+        if path.endswith("/items") and "get" in item:
+            item["get"]["parameters"] += [{"$ref": f"#/components/parameters/{p}"}
+                                          for p in ("filter", "filter-lang", "filter-crs", "cursor")]
+            item["get"]["responses"]["200"] = {"$ref": "#/components/responses/Features"}
+        if path.endswith("/items/{featureId}") and "get" in item:
+            item["get"]["responses"]["200"] = {"$ref": "#/components/responses/Feature"}
+            if "put" in item:
+                for method in ("put", "delete"):
+                    item[method]["parameters"] = item[method].get("parameters", []) + [
+                        {"$ref": "#/components/parameters/If-Match"}]
+                    item[method]["responses"].update({
+                        "412": {"$ref": "#/components/responses/PreconditionFailed"},
+                        "428": {"$ref": "#/components/responses/PreconditionRequired"}})
+                patch = copy.deepcopy(item["put"])
+                patch["summary"] = patch["summary"].replace("Update", "Patch")
+                patch["operationId"] = patch["operationId"].replace("update", "patch")
+                patch["requestBody"]["content"] = {"application/merge-patch+json": {
+                    "schema": {"$ref": "#/components/schemas/featureGeoJSON"}}}
+                item["patch"] = patch
+    doc["paths"].update(_canopy_paths())
+    return doc

@@ -1,0 +1,54 @@
+"""Every setting Canopy reads, from the environment only, once, typed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    public_url: str            # the URL clients reach the server at (used in every link)
+    host: str
+    port: int
+    storage_url: str           # file:///… (default ./.data/storage) or s3://bucket/prefix
+    run_dir: Path              # generated pygeoapi config and OpenAPI document
+    jwt_secret: str
+    limit_default: int
+    limit_max: int
+    count_cap: int             # numberMatched is exact up to this many matches, omitted beyond
+    log_level: str
+    cors_origins: tuple[str, ...]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = _int("PORT", 5000)
+    data = Path(os.environ.get("CANOPY_DATA_DIR", ROOT / ".data"))
+    return Settings(
+        database_url=os.environ.get("DATABASE_URL", ""),
+        redis_url=os.environ.get("REDIS_URL", ""),
+        public_url=os.environ.get("CANOPY_PUBLIC_URL", f"http://{host}:{port}").rstrip("/"),
+        host=host,
+        port=port,
+        storage_url=os.environ.get("CANOPY_STORAGE_URL", (data / "storage").as_uri()),
+        run_dir=Path(os.environ.get("CANOPY_RUN_DIR", data / "run")),
+        jwt_secret=os.environ.get("CANOPY_JWT_SECRET", ""),
+        limit_default=_int("CANOPY_LIMIT_DEFAULT", 100),
+        limit_max=_int("CANOPY_LIMIT_MAX", 10000),
+        count_cap=_int("CANOPY_COUNT_CAP", 10000),
+        log_level=os.environ.get("CANOPY_LOG_LEVEL", "INFO").upper(),
+        cors_origins=tuple(o for o in os.environ.get("CANOPY_CORS_ORIGINS", "").split(",") if o),
+    )

@@ -1,0 +1,110 @@
+"""Real services for the suite: a private PostGIS and Redis (started here, on free
+ports, in a throw-away directory) and the real web app under gunicorn.
+
+Set TEST_DATABASE_URL / TEST_REDIS_URL to use servers of your own instead (the
+suite creates and drops its own data there; never point them at production).
+Fixtures are lazy: the LiDAR unit tests start nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory):
+    """(database_url, redis_url) of migrated, empty, real services."""
+    from db.migrate import migrate
+    from server.devservices import LocalPostgres, LocalRedis
+
+    started = []
+    base = ROOT / ".data" / f"test-{os.getpid()}"
+    db_url = os.environ.get("TEST_DATABASE_URL")
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    try:
+        if not db_url:
+            pg = LocalPostgres(base / "postgres")
+            db_url = pg.start()
+            started.append(pg)
+        if not redis_url:
+            rd = LocalRedis(base / "redis", persist=False)
+            redis_url = rd.start()
+            started.append(rd)
+        migrate(db_url)
+        yield db_url, redis_url
+    finally:
+        for service in reversed(started):
+            service.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def db_url(services):
+    return services[0]
+
+
+@pytest.fixture()
+def db(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        yield conn
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text()[-4000:]}")
+        try:
+            if requests.get(url, timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server did not answer {url}:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def server(services, tmp_path_factory):
+    """Base URL of the real app under gunicorn (2 workers) on a free port."""
+    from server.devservices import free_port
+
+    db_url, redis_url = services
+    port = free_port()
+    run_dir = tmp_path_factory.mktemp("run")
+    env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, HOST="127.0.0.1", PORT=str(port),
+               CANOPY_RUN_DIR=str(run_dir), CANOPY_DATA_DIR=str(run_dir),
+               CANOPY_JWT_SECRET="test-secret-" + "x" * 32, CANOPY_LOG_LEVEL="WARNING")
+    log = run_dir / "server.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--workers", "2"],
+                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{base}/healthz", proc, log)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def project(services):
+    """A public project the Features tests fill."""
+    with psycopg.connect(services[0], autocommit=True) as conn:
+        return conn.execute("INSERT INTO projects (name, visibility) VALUES ('features tests', 'public') "
+                            "RETURNING id").fetchone()[0]

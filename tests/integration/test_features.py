@@ -1,0 +1,363 @@
+"""OGC API - Features against the real server, PostGIS and data with known answers."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs, urlparse
+
+import psycopg
+import pyproj
+import pytest
+import requests
+
+N_SIDE = 50          # 50 x 50 = 2,500 plots
+CELL = 0.01          # degrees between plot centres
+HALF = 0.002         # half-width of a plot square, degrees
+LON0, LAT0 = 10.0, 50.0
+
+
+def _square(lon: float, lat: float) -> dict:
+    ring = [[lon - HALF, lat - HALF], [lon + HALF, lat - HALF], [lon + HALF, lat + HALF],
+            [lon - HALF, lat + HALF], [lon - HALF, lat - HALF]]
+    return {"type": "MultiPolygon", "coordinates": [[ring]]}
+
+
+def _centre(row: int, col: int) -> tuple[float, float]:
+    return LON0 + col * CELL + CELL / 2, LAT0 + row * CELL + CELL / 2
+
+
+@pytest.fixture(scope="module")
+def grid(db_url, project):
+    """2,500 plots on a regular grid; returns {id: (row, col)}."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO plots (project_id, name, geom, attributes)
+               SELECT %(p)s, format('plot %%s', lpad(i::text, 4, '0')),
+                      ST_Multi(ST_Expand(ST_SetSRID(ST_MakePoint(%(lon0)s + (i %% %(n)s) * %(cell)s + %(cell)s / 2,
+                                                                 %(lat0)s + (i / %(n)s) * %(cell)s + %(cell)s / 2), 4326), %(half)s)),
+                      jsonb_build_object('row', i / %(n)s, 'col', i %% %(n)s)
+               FROM generate_series(0, %(n)s * %(n)s - 1) AS i""",
+            {"p": project, "n": N_SIDE, "cell": CELL, "half": HALF, "lon0": LON0, "lat0": LAT0})
+        rows = conn.execute("SELECT id, (attributes->>'row')::int, (attributes->>'col')::int "
+                            "FROM plots WHERE project_id = %s", (project,)).fetchall()
+        conn.execute("ANALYZE plots")
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def _walk(url: str, rel: str = "next") -> list[dict]:
+    pages = []
+    while url:
+        r = requests.get(url, timeout=10)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        pages.append(page)
+        url = next((l["href"] for l in page["links"] if l["rel"] == rel), None)
+        assert len(pages) < 1000
+    return pages
+
+
+def test_walking_next_yields_every_feature_exactly_once(server, grid, project):
+    pages = _walk(f"{server}/collections/plots/items?limit=100&project_id={project}")
+    ids = [f["id"] for p in pages for f in p["features"]]
+    assert len(pages) == 25
+    assert len(ids) == len(set(ids)) == 2500
+    assert set(ids) == set(grid)
+    assert all(p["numberReturned"] == 100 for p in pages)
+    # the last page's prev links walk back over the same features, in the same order
+    last = pages[-1]
+    prev_url = next(l["href"] for l in last["links"] if l["rel"] == "prev")
+    back = _walk(prev_url, rel="prev")
+    back_ids = [f["id"] for p in reversed(back) for f in p["features"]]
+    assert back_ids == ids[:-100]
+    assert not any(l["rel"] == "next" for l in last["links"])
+
+
+def test_walking_a_sorted_collection(server, grid, project):
+    pages = _walk(f"{server}/collections/plots/items?limit=300&project_id={project}&sortby=-name")
+    names = [f["properties"]["name"] for p in pages for f in p["features"]]
+    assert len(names) == 2500 == len(set(names))
+    assert names == sorted(names, reverse=True)
+    assert names[0] == "plot 2499"
+
+
+def test_offset_paging_still_works(server, grid, project):
+    page = requests.get(f"{server}/collections/plots/items?limit=10&offset=2495&project_id={project}").json()
+    assert [f["properties"]["name"] for f in page["features"]] == [f"plot {i}" for i in range(2495, 2500)]
+
+
+def test_number_matched_is_exact(server, grid, project):
+    page = requests.get(f"{server}/collections/plots/items?limit=5&project_id={project}").json()
+    assert page["numberMatched"] == 2500 and page["numberReturned"] == 5
+
+
+def test_bbox_returns_exactly_the_plots_inside(server, grid, project):
+    # rows 0-9 and cols 0-9 intersect this box; the 11th row/col starts beyond it
+    bbox = f"{LON0},{LAT0},{LON0 + 10 * CELL},{LAT0 + 10 * CELL}"
+    page = requests.get(f"{server}/collections/plots/items?bbox={bbox}&limit=1000&project_id={project}").json()
+    got = {grid[f["id"]] for f in page["features"]}
+    assert got == {(r, c) for r in range(10) for c in range(10)}
+    assert page["numberMatched"] == 100
+
+
+def test_bbox_crs_3857(server, grid, project):
+    to3857 = pyproj.Transformer.from_crs(4326, 3857, always_xy=True)
+    x0, y0 = to3857.transform(LON0, LAT0)
+    x1, y1 = to3857.transform(LON0 + 3 * CELL, LAT0 + 2 * CELL)
+    r = requests.get(f"{server}/collections/plots/items", params={
+        "bbox": f"{x0},{y0},{x1},{y1}", "bbox-crs": "http://www.opengis.net/def/crs/EPSG/0/3857",
+        "project_id": project, "limit": 100})
+    assert r.status_code == 200, r.text
+    assert {grid[f["id"]] for f in r.json()["features"]} == {(r_, c) for r_ in range(2) for c in range(3)}
+
+
+def test_cql2_text(server, grid, project):
+    lon, lat = _centre(7, 11)
+    cases = {
+        "name = 'plot 0042'": {(0, 42)},
+        "name LIKE 'plot 000%'": {(0, c) for c in range(10)},
+        f"S_INTERSECTS(geom, POINT({lon} {lat}))": {(7, 11)},
+        "name IN ('plot 0001', 'plot 0051') AND NOT name = 'plot 0051'": {(0, 1)},
+        "name BETWEEN 'plot 0100' AND 'plot 0102'": {(2, 0), (2, 1), (2, 2)},
+        "CASEI(name) = casei('PLOT 0003')": {(0, 3)},
+    }
+    for expr, expected in cases.items():
+        r = requests.get(f"{server}/collections/plots/items",
+                         params={"filter": expr, "filter-lang": "cql2-text", "project_id": project,
+                                 "limit": 100})
+        assert r.status_code == 200, (expr, r.text)
+        assert {grid[f["id"]] for f in r.json()["features"]} == expected, expr
+
+
+def test_cql2_json_in_query_and_body(server, grid, project):
+    filt = {"op": "and", "args": [
+        {"op": "=", "args": [{"property": "project_id"}, project]},
+        {"op": "s_intersects", "args": [{"property": "geom"}, {
+            "type": "Polygon", "coordinates": [[[LON0, LAT0], [LON0 + 2 * CELL, LAT0], [LON0 + 2 * CELL, LAT0 + CELL],
+                                                [LON0, LAT0 + CELL], [LON0, LAT0]]]}]}]}
+    r = requests.get(f"{server}/collections/plots/items",
+                     params={"filter": json.dumps(filt), "filter-lang": "cql2-json"})
+    assert r.status_code == 200, r.text
+    assert {grid[f["id"]] for f in r.json()["features"]} == {(0, 0), (0, 1)}
+    r = requests.post(f"{server}/collections/plots/items?limit=50", data=json.dumps(filt),
+                      headers={"Content-Type": "application/query-cql-json"})
+    assert r.status_code == 200, r.text
+    assert {grid[f["id"]] for f in r.json()["features"]} == {(0, 0), (0, 1)}
+
+
+def test_filter_crs(server, grid, project):
+    lon, lat = _centre(3, 4)
+    x, y = pyproj.Transformer.from_crs(4326, 3857, always_xy=True).transform(lon, lat)
+    r = requests.get(f"{server}/collections/plots/items", params={
+        "filter": f"S_INTERSECTS(geom, POINT({x} {y}))", "project_id": project,
+        "filter-crs": "http://www.opengis.net/def/crs/EPSG/0/3857"})
+    assert r.status_code == 200, r.text
+    assert [grid[f["id"]] for f in r.json()["features"]] == [(3, 4)]
+
+
+def test_output_crs(server, grid, project):
+    plot_id = next(i for i, rc in grid.items() if rc == (5, 6))
+    lon, lat = _centre(5, 6)
+    r = requests.get(f"{server}/collections/plots/items/{plot_id}",
+                     params={"crs": "http://www.opengis.net/def/crs/EPSG/0/3857"})
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Crs"] == "<http://www.opengis.net/def/crs/EPSG/0/3857>"
+    ring = r.json()["geometry"]["coordinates"][0][0]
+    x, y = pyproj.Transformer.from_crs(4326, 3857, always_xy=True).transform(lon - HALF, lat - HALF)
+    assert ring[0] == pytest.approx([x, y], abs=0.01)
+    r = requests.get(f"{server}/collections/plots/items/{plot_id}",
+                     params={"crs": "http://www.opengis.net/def/crs/EPSG/0/4326"})
+    assert r.json()["geometry"]["coordinates"][0][0][0] == pytest.approx([lat - HALF, lon - HALF], abs=1e-7)
+    r = requests.get(f"{server}/collections/plots/items/{plot_id}")
+    assert r.json()["geometry"]["coordinates"][0][0][0] == pytest.approx([lon - HALF, lat - HALF], abs=1e-7)
+
+
+def test_properties_and_skip_geometry(server, grid, project):
+    r = requests.get(f"{server}/collections/plots/items", params={
+        "project_id": project, "limit": 3, "properties": "name", "skipGeometry": "true"})
+    feats = r.json()["features"]
+    assert [set(f["properties"]) for f in feats] == [{"name"}] * 3
+    assert all(f["geometry"] is None for f in feats)
+
+
+def test_datetime_filter(server, db, project):
+    other = db.execute("INSERT INTO projects (name, visibility) VALUES ('dt', 'public') RETURNING id").fetchone()[0]
+    for day in (1, 10, 20):
+        db.execute("INSERT INTO plots (project_id, name, geom, updated_at) VALUES (%s, %s, "
+                   "ST_Multi(ST_Expand(ST_SetSRID(ST_MakePoint(1, 1), 4326), 0.001)), %s)",
+                   (other, f"d{day}", f"2024-03-{day:02d}T12:00:00Z"))
+    r = requests.get(f"{server}/collections/plots/items", params={
+        "project_id": other, "datetime": "2024-03-05T00:00:00Z/2024-03-15T00:00:00Z"})
+    assert [f["properties"]["name"] for f in r.json()["features"]] == ["d10"]
+    r = requests.get(f"{server}/collections/plots/items", params={
+        "project_id": other, "datetime": "2024-03-05T00:00:00Z/.."})
+    assert sorted(f["properties"]["name"] for f in r.json()["features"]) == ["d10", "d20"]
+
+
+# -- Part 4: create, replace, update, delete with ETag / If-Match ---------------------------
+
+def _feature(project_id: int, name: str, lon: float = 5.0, lat: float = 5.0) -> dict:
+    return {"type": "Feature", "geometry": _square(lon, lat)["coordinates"][0] and
+            {"type": "Polygon", "coordinates": _square(lon, lat)["coordinates"][0]},
+            "properties": {"project_id": project_id, "name": name, "attributes": {"k": 1}}}
+
+
+def test_create_replace_patch_delete_with_etags(server, project):
+    items = f"{server}/collections/plots/items"
+    r = requests.post(items, json=_feature(project, "new"), headers={"Content-Type": "application/geo+json"})
+    assert r.status_code == 201, r.text
+    url = r.headers["Location"]
+    r = requests.get(url)
+    assert r.status_code == 200 and r.headers["ETag"] == '"1"'
+    assert r.json()["properties"]["name"] == "new"
+
+    assert requests.put(url, json=_feature(project, "x"),
+                        headers={"Content-Type": "application/geo+json"}).status_code == 428
+    r = requests.put(url, json=_feature(project, "replaced"),
+                     headers={"Content-Type": "application/geo+json", "If-Match": '"1"'})
+    assert r.status_code == 204, r.text
+    assert r.headers["ETag"] == '"2"'
+    stale = requests.put(url, json=_feature(project, "lost update"),
+                         headers={"Content-Type": "application/geo+json", "If-Match": '"1"'})
+    assert stale.status_code == 412
+    assert requests.get(url).json()["properties"]["name"] == "replaced"
+
+    r = requests.patch(url, json={"type": "Feature", "properties": {"name": "patched"}},
+                       headers={"If-Match": '"2"'})
+    assert r.status_code == 204, r.text
+    assert r.headers["ETag"] == '"3"'
+    got = requests.get(url).json()
+    assert got["properties"]["name"] == "patched" and got["properties"]["attributes"] == {"k": 1}
+    assert requests.patch(url, json={"type": "Feature", "properties": {"name": "y"}}).status_code == 428
+
+    assert requests.delete(url, headers={"If-Match": '"2"'}).status_code == 412
+    assert requests.delete(url).status_code == 428
+    assert requests.delete(url, headers={"If-Match": '"3"'}).status_code == 200
+    assert requests.get(url).status_code == 404
+
+
+def test_options_advertises_editing(server, grid):
+    some_id = next(iter(grid))
+    allow = requests.options(f"{server}/collections/plots/items/{some_id}").headers["Allow"]
+    assert {"GET", "PUT", "PATCH", "DELETE"} <= {m.strip() for m in allow.split(",")}
+    allow = requests.options(f"{server}/collections/plots/items").headers["Allow"]
+    assert "POST" in allow
+
+
+# -- bad input: always a 4xx that names the problem ----------------------------------------
+
+BAD_REQUESTS = [
+    ("GET", "/collections/plots/items?bbox=1,2,3", None, 400, "bbox"),
+    ("GET", "/collections/plots/items?bbox=a,b,c,d", None, 400, "bbox"),
+    ("GET", "/collections/plots/items?crs=http://www.opengis.net/def/crs/EPSG/0/99999", None, 400, "crs"),
+    ("GET", "/collections/plots/items?filter=name%20%3D%3D%3D%20'x'", None, 400, "filter"),
+    ("GET", "/collections/plots/items?filter=nosuchprop%20%3D%201", None, 400, "nosuchprop"),
+    ("GET", "/collections/plots/items?filter=name%20%3D%201", None, 400, "cannot be applied"),
+    ("GET", "/collections/plots/items?filter=%7Bbad&filter-lang=cql2-json", None, 400, "cql2-json"),
+    ("GET", "/collections/plots/items?filter-lang=sql&filter=x", None, 400, "filter-lang"),
+    ("GET", "/collections/plots/items?limit=0", None, 400, "limit"),
+    ("GET", "/collections/plots/items?limit=1000000000", None, 400, "limit"),
+    ("GET", "/collections/plots/items?limit=ten", None, 400, "limit"),
+    ("GET", "/collections/plots/items?colour=red", None, 400, "colour"),
+    ("GET", "/collections/plots/items?sortby=nosuch", None, 400, "sort"),
+    ("GET", "/collections/plots/items?cursor=garbage", None, 400, "cursor"),
+    ("GET", "/collections/plots/items?datetime=yesterday", None, 400, "datetime"),
+    ("GET", "/collections/plots/items/abc", None, 404, "abc"),
+    ("GET", "/collections/plots/items/99999999", None, 404, "99999999"),
+    ("GET", "/collections/nosuch/items", None, 404, "not found"),
+    ("POST", "/collections/scans/items", {"type": "Feature"}, 400, "editable"),
+    ("POST", "/collections/plots/items", {"type": "Feature", "properties": {"name": "x", "project_id": 1}},
+     400, "geometry"),
+    ("POST", "/collections/plots/items", {"type": "Feature", "properties": {}}, 400, "required"),
+    ("POST", "/collections/plots/items", {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+        [[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}, "properties": {"name": "bowtie", "project_id": 1}},
+     400, "not valid"),
+    ("POST", "/collections/plots/items", {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+        [[0, 0], [1, 0], [1, 1], [0, 0]]]}, "properties": {"name": "x", "project_id": 987654}}, 400,
+     "does not exist"),
+    ("POST", "/collections/plots/items", {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+        [[0, 0], [1, 0], [1, 1], [0, 0]]]}, "properties": {"name": "x", "project_id": 1, "secret": 1}}, 400,
+     "secret"),
+]
+
+
+@pytest.mark.parametrize("method,path,body,status,needle", BAD_REQUESTS,
+                         ids=[f"{m} {p}"[:70] for m, p, *_ in BAD_REQUESTS])
+def test_bad_input_is_a_clear_4xx(server, method, path, body, status, needle):
+    headers = {"Content-Type": "application/geo+json"} if body is not None else {}
+    r = requests.request(method, server + path, data=json.dumps(body) if body is not None else None,
+                         headers=headers, timeout=10)
+    assert r.status_code == status, r.text
+    assert needle.lower() in r.text.lower(), r.text
+
+
+def test_put_with_bad_geometry(server, db, project):
+    plot_id = db.execute("INSERT INTO plots (project_id, name, geom) VALUES (%s, 'g', "
+                         "ST_Multi(ST_Expand(ST_SetSRID(ST_MakePoint(2, 2), 4326), 0.001))) RETURNING id",
+                         (project,)).fetchone()[0]
+    bad = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]},
+           "properties": {"name": "g", "project_id": project}}
+    r = requests.put(f"{server}/collections/plots/items/{plot_id}", json=bad,
+                     headers={"Content-Type": "application/geo+json", "If-Match": '"1"'})
+    assert r.status_code == 400 and "geometry" in r.text
+    assert db.execute("SELECT version FROM plots WHERE id = %s", (plot_id,)).fetchone()[0] == 1
+
+
+# -- discovery: landing page, conformance, OpenAPI ------------------------------------------
+
+def test_landing_page_and_conformance(server):
+    rels = {l["rel"] for l in requests.get(f"{server}/?f=json").json()["links"]}
+    assert {"service-desc", "data", "conformance"} <= rels
+    conf = set(requests.get(f"{server}/conformance").json()["conformsTo"])
+    assert "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter" in conf
+    assert "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter" in conf
+    assert "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text" in conf
+    assert not any("ogcapi-records-1/1.0/conf/core" in c for c in conf)
+
+
+def test_openapi_is_self_contained(server):
+    doc = requests.get(f"{server}/openapi?f=json").json()
+    refs: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(doc)
+    assert refs and all(r.startswith("#/") for r in refs), [r for r in refs if not r.startswith("#/")]
+    for ref in set(refs):
+        target = doc
+        for part in ref[2:].split("/"):
+            target = target[part]
+    items = doc["paths"]["/collections/plots/items"]["get"]
+    limit = next(p for p in items["parameters"] if p.get("name") == "limit")
+    assert limit["schema"]["default"] == 100 and limit["schema"]["maximum"] == 10000
+    assert "patch" in doc["paths"]["/collections/plots/items/{featureId}"]
+    assert "/readyz" in doc["paths"]
+
+
+def test_health_and_readiness(server):
+    assert requests.get(f"{server}/healthz").json() == {"status": "ok"}
+    ready = requests.get(f"{server}/readyz").json()
+    assert ready["checks"] == {"database": "ok", "redis": "ok", "storage": "ok"}
+
+
+def test_errors_are_problem_json(server):
+    r = requests.get(f"{server}/no/such/route")
+    assert r.status_code == 404
+    assert r.headers["Content-Type"] == "application/problem+json"
+    body = r.json()
+    assert body["status"] == 404 and body["instance"] == "/no/such/route" and body["title"] == "Not Found"
+
+
+def test_next_link_keeps_the_query(server, grid, project):
+    page = requests.get(f"{server}/collections/plots/items",
+                        params={"limit": 7, "project_id": project, "filter": "name LIKE 'plot 00%'"}).json()
+    nxt = next(l["href"] for l in page["links"] if l["rel"] == "next")
+    q = parse_qs(urlparse(nxt).query)
+    assert q["limit"] == ["7"] and q["filter"] == ["name LIKE 'plot 00%'"] and "cursor" in q
