@@ -1,4 +1,8 @@
-"""One psycopg connection pool per process, shared by the server and the providers."""
+"""One psycopg connection pool per process, shared by the server and the providers.
+
+Connections are in autocommit mode: most statements are single reads or writes and
+need no BEGIN/COMMIT round trips; code that needs a transaction opens one with
+`conn.transaction()`."""
 
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ def _configure(conn: Connection) -> None:
     # Page queries do ~1 ms of work: parallel workers and JIT only add start-up cost to them.
     conn.execute("SET max_parallel_workers_per_gather = 0")
     conn.execute("SET jit = off")
-    conn.commit()
 
 
 def get_pool(database_url: str | None = None) -> ConnectionPool:
@@ -29,7 +32,7 @@ def get_pool(database_url: str | None = None) -> ConnectionPool:
             if pool is None:
                 pool = ConnectionPool(url, min_size=1, max_size=int(os.environ.get("CANOPY_DB_POOL", "8")),
                                       configure=_configure, open=True, timeout=10,
-                                      kwargs={"connect_timeout": 5})
+                                      kwargs={"connect_timeout": 5, "autocommit": True})
                 _pools[url] = pool
     return pool
 

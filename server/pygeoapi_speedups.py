@@ -1,15 +1,17 @@
-"""Caches for pygeoapi's per-request CRS work.
+"""Speed-ups for pygeoapi's per-request work on the Features hot path.
 
 pygeoapi 0.21 builds pyproj CRS objects and a Transformer on every items request
-(about 8 ms for a bbox); the answers only depend on the CRS URIs, so they are
-cached here. pygeoapi offers no hook for this, hence the small patch of its
-module-level functions, applied once at start.
+(about 8 ms for a bbox) and serialises every page with the standard json module.
+The CRS answers only depend on the URIs, so they are cached; pages are serialised
+with orjson (its `default` keeps pygeoapi's fallbacks). pygeoapi offers no hook for
+either, hence this small patch of its module-level functions, applied once at start.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+import orjson
 import pyproj
 
 
@@ -40,7 +42,13 @@ def apply() -> None:
     def create_crs_transform_spec(config: dict, query_crs_uri: str | None = None):
         return _spec(config.get("storage_crs"), tuple(config.get("crs") or ()), query_crs_uri)
 
+    def to_json(dict_: dict, pretty: bool = False) -> str:
+        option = orjson.OPT_INDENT_2 if pretty else 0
+        return orjson.dumps(dict_, default=util.json_serial,
+                            option=option | orjson.OPT_NON_STR_KEYS).decode()
+
     util.get_crs_from_uri = crs_from_uri
+    itemtypes.to_json = to_json
     itemtypes.get_crs_from_uri = crs_from_uri
     itemtypes.transform_bbox = transform_bbox
     itemtypes.create_crs_transform_spec = create_crs_transform_spec
