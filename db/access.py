@@ -36,3 +36,14 @@ def visible_projects(principal: Principal | None, column: str = "project_id") ->
     member = sql.SQL("{} IN (SELECT project_id FROM project_members WHERE user_id = {})").format(
         col, sql.Literal(principal.user_id))
     return sql.SQL("({} OR {})").format(public, member)
+
+
+def writable_projects(principal: Principal | None, column: str = "project_id") -> sql.Composable:
+    """Condition true for the projects `principal` may change: editors and owners, admins all."""
+    if principal is None:
+        return sql.SQL("FALSE")
+    if principal.is_admin:
+        return sql.SQL("TRUE")
+    return sql.SQL("{} IN (SELECT project_id FROM project_members WHERE user_id = {} "
+                   "AND role IN ('owner', 'editor'))").format(sql.Identifier(column),
+                                                           sql.Literal(principal.user_id))

@@ -23,7 +23,7 @@ from psycopg import sql
 from pygeoapi.provider.base import (BaseProvider, ProviderGenericError, ProviderInvalidQueryError,
                                     ProviderItemNotFoundError, ProviderQueryError, SchemaType)
 
-from db.access import visible_projects
+from db.access import visible_projects, writable_projects
 from db.pool import get_pool
 
 from . import context
@@ -40,6 +40,14 @@ class InvalidItem(ProviderGenericError):
     ogc_exception_code = "InvalidParameterValue"
     http_status_code = 400
     default_msg = "invalid item"
+
+
+class NotAllowed(ProviderGenericError):
+    """The caller sees the item but their role does not let them change it."""
+
+    ogc_exception_code = "Forbidden"
+    http_status_code = 403
+    default_msg = "your role does not allow this change"
 
 
 class PreconditionFailed(ProviderGenericError):
@@ -293,27 +301,28 @@ class PostGISProvider(BaseProvider):
 
     # -- writing (Features Part 4) ---------------------------------------------
     def create(self, item: Any) -> int:
-        values = self._item_values(item, partial=False)
+        values, props = self._item_values(item, partial=False)
         cols = list(values)
         stmt = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING id, version").format(
             sql.Identifier(self.table.name), sql.SQL(", ").join(sql.Identifier(c) for c in cols),
             sql.SQL(", ").join(values[c] for c in cols))
         with self._connection() as conn:
+            self._check_target_project(conn, props.get("project_id"))
             row = self._run(conn, stmt)[0]
         context.get().version = row[1]
         return row[0]
 
     def update(self, identifier: Any, item: Any) -> bool:
-        return self._write(identifier, self._item_values(item, partial=False))
+        return self._write(identifier, *self._item_values(item, partial=False))
 
     def patch(self, identifier: Any, item: Any) -> bool:
         """JSON merge patch of an item: only the members present change."""
-        return self._write(identifier, self._item_values(item, partial=True))
+        return self._write(identifier, *self._item_values(item, partial=True))
 
     def delete(self, identifier: Any) -> bool:
         ident = _parse_id(identifier)
-        stmt = sql.SQL("DELETE FROM {} WHERE id = {} AND {} RETURNING id").format(
-            sql.Identifier(self.table.name), sql.Literal(ident), self._version_check())
+        stmt = sql.SQL("DELETE FROM {} WHERE id = {} AND {} AND {} RETURNING id").format(
+            sql.Identifier(self.table.name), sql.Literal(ident), self._may_change(), self._version_check())
         with self._connection() as conn:
             if not self._run(conn, stmt):
                 self._explain_missing(conn, ident)
@@ -325,15 +334,34 @@ class PostGISProvider(BaseProvider):
             return sql.SQL("TRUE")
         return sql.SQL("version = {}").format(sql.Literal(expected))
 
-    def _write(self, identifier: Any, values: dict[str, sql.Composable]) -> bool:
+    def _may_change(self) -> sql.Composable:
+        principal = context.get().principal
+        return sql.SQL("{} AND {}").format(visible_projects(principal), writable_projects(principal))
+
+    def _check_target_project(self, conn: psycopg.Connection, project_id: Any) -> None:
+        """Property-level rule: an item may only be put in a project the caller can write."""
+        if project_id is None:
+            return
+        principal = context.get().principal
+        stmt = sql.SQL("SELECT {} FROM projects WHERE id = {} AND {}").format(
+            writable_projects(principal, column="id"), sql.Literal(project_id),
+            visible_projects(principal, column="id"))
+        rows = self._run(conn, stmt)
+        if not rows:
+            raise InvalidItem(user_msg=f"project_id {project_id} does not exist")
+        if not rows[0][0]:
+            raise NotAllowed(user_msg=f"you may not write to project {project_id}")
+
+    def _write(self, identifier: Any, values: dict[str, sql.Composable], props: dict) -> bool:
         ident = _parse_id(identifier)
         sets = [sql.SQL("{} = {}").format(sql.Identifier(c), v) for c, v in values.items()]
         if self.table.versioned:
             sets += [sql.SQL("version = version + 1"), sql.SQL("updated_at = now()")]
-        stmt = sql.SQL("UPDATE {} SET {} WHERE id = {} AND {} RETURNING version").format(
+        stmt = sql.SQL("UPDATE {} SET {} WHERE id = {} AND {} AND {} RETURNING version").format(
             sql.Identifier(self.table.name), sql.SQL(", ").join(sets), sql.Literal(ident),
-            self._version_check())
+            self._may_change(), self._version_check())
         with self._connection() as conn:
+            self._check_target_project(conn, props.get("project_id"))
             rows = self._run(conn, stmt)
             if not rows:
                 self._explain_missing(conn, ident)
@@ -341,14 +369,20 @@ class PostGISProvider(BaseProvider):
         return True
 
     def _explain_missing(self, conn: psycopg.Connection, ident: int) -> None:
-        stmt = sql.SQL("SELECT 1 FROM {} WHERE id = {}").format(sql.Identifier(self.table.name),
-                                                               sql.Literal(ident))
-        if self._run(conn, stmt):
-            raise PreconditionFailed()
-        raise ProviderItemNotFoundError(user_msg=f"no item {ident} in {self.table.name}")
+        """Why a write touched no row: 404 unseen, 403 not writable, else 412 stale."""
+        principal = context.get().principal
+        stmt = sql.SQL("SELECT {} FROM {} WHERE id = {} AND {}").format(
+            writable_projects(principal), sql.Identifier(self.table.name), sql.Literal(ident),
+            visible_projects(principal))
+        rows = self._run(conn, stmt)
+        if not rows:
+            raise ProviderItemNotFoundError(user_msg=f"no item {ident} in {self.table.name}")
+        if not rows[0][0]:
+            raise NotAllowed(user_msg=f"your role does not allow changing {self.table.name} {ident}")
+        raise PreconditionFailed()
 
-    def _item_values(self, item: Any, partial: bool) -> dict[str, sql.Composable]:
-        """Validate a GeoJSON Feature from a client and turn it into column values."""
+    def _item_values(self, item: Any, partial: bool) -> tuple[dict[str, sql.Composable], dict]:
+        """Validate a GeoJSON Feature from a client; its column values and properties."""
         try:
             feature = json.loads(item) if isinstance(item, (str, bytes)) else item
         except ValueError as err:
@@ -385,7 +419,7 @@ class PostGISProvider(BaseProvider):
             values[self.table.geometry] = self._geometry_value(feature.get("geometry"))
         if not values:
             raise InvalidItem(user_msg="nothing to change")
-        return values
+        return values, props
 
     def _geometry_value(self, geometry: Any) -> sql.Composable:
         allowed = {"MultiPolygon": ("Polygon", "MultiPolygon"), "Polygon": ("Polygon",),

@@ -6,7 +6,7 @@ import importlib
 
 from flask import Flask
 
-from . import errors, features, health, logs, pygeoapi_speedups
+from . import auth, errors, features, health, logs, pygeoapi_speedups
 from .pygeoapi_config import prepare
 from .settings import Settings, get_settings
 
@@ -33,8 +33,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["CANOPY_SETTINGS"] = settings
     app.config["PYGEOAPI_CONFIG"] = pygeoapi_config
     app.url_map.strict_slashes = False
+    if settings.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
     logs.register(app)
     errors.register(app)
+    auth.register(app, settings)  # sets g.principal before the features layer reads it
     features.register(app)      # before pygeoapi: its /conformance and PATCH take precedence
     app.register_blueprint(health.bp)
     app.register_blueprint(flask_app.BLUEPRINT)

@@ -87,6 +87,12 @@ def _dev(args) -> None:
         rd = LocalRedis(data / "redis")
         os.environ["REDIS_URL"] = rd.start()
         started.append(rd)
+    if not os.environ.get("CANOPY_JWT_SECRET"):
+        secret_file = data / "jwt-secret"
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_urlsafe(48))
+            secret_file.chmod(0o600)
+        os.environ["CANOPY_JWT_SECRET"] = secret_file.read_text().strip()
     stopping = False
 
     def _stop(*_):

@@ -24,6 +24,7 @@ from providers import context
 from providers.postgis import output_srid
 from providers.schema import TABLES
 
+from .auth.policy import require_user
 from .errors import BadRequest, PreconditionRequired, problem
 
 bp = Blueprint("features", __name__)
@@ -132,6 +133,9 @@ def _features_context():
         raise BadRequest("POST a GeoJSON Feature as application/geo+json to create an item, "
                          "or a CQL2 JSON filter as application/json to query", status=415,
                          code="UnsupportedMediaType")
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and (item_id or request.mimetype ==
+                                                                "application/geo+json"):
+        require_user()   # writes need a signed-in caller; the provider checks their role
     if item_id and request.method in ("PUT", "PATCH", "DELETE") and _editable(collection):
         header = request.headers.get("If-Match")
         if not header:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pygeoapi.openapi import get_oas
 
+from .auth.openapi_paths import PATHS as AUTH_PATHS
 from .settings import Settings
 
 _LINK = {"type": "object", "required": ["href"], "properties": {
@@ -173,4 +174,29 @@ def build_openapi(config: dict, settings: Settings) -> dict:
                     "schema": {"$ref": "#/components/schemas/featureGeoJSON"}}}
                 item["patch"] = patch
     doc["paths"].update(_canopy_paths())
+    doc["paths"].update(AUTH_PATHS)
+    _declare_security(doc)
     return doc
+
+
+_WRITES = ("post", "put", "patch", "delete")
+
+
+def _declare_security(doc: dict) -> None:
+    """The bearer scheme on every operation: optional on reads (anonymous callers see
+    public projects), required on writes; operations that declare their own keep it."""
+    doc["components"].setdefault("securitySchemes", {})["bearerAuth"] = {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": "An access token from POST /auth/token, or from the configured OpenID provider"}
+    doc["tags"].append({"name": "auth", "description": "Tokens, users, projects and members"})
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or method not in ("get", "head", "options", *_WRITES):
+                continue
+            if "security" in op or path in ("/healthz", "/readyz"):
+                continue
+            if method in _WRITES:
+                op["security"] = [{"bearerAuth": []}]
+                op.setdefault("responses", {}).setdefault("401", {"$ref": "#/components/responses/Problem"})
+            else:
+                op["security"] = [{}, {"bearerAuth": []}]

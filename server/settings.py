@@ -30,6 +30,14 @@ class Settings:
     count_cap: int             # numberMatched is exact up to this many matches, omitted beyond
     log_level: str
     cors_origins: tuple[str, ...]
+    proxy_hops: int            # reverse proxies in front whose X-Forwarded-* headers are trusted
+    access_token_minutes: int
+    refresh_token_days: int
+    login_rate: str            # flask-limiter syntax, per client address
+    oidc_issuer: str           # empty: external identity disabled
+    oidc_audience: str
+    oidc_jwks_url: str         # empty: discovered from the issuer's openid-configuration
+    oidc_role_claim: str
 
 
 @lru_cache(maxsize=1)
@@ -51,4 +59,12 @@ def get_settings() -> Settings:
         count_cap=_int("CANOPY_COUNT_CAP", 10000),
         log_level=os.environ.get("CANOPY_LOG_LEVEL", "INFO").upper(),
         cors_origins=tuple(o for o in os.environ.get("CANOPY_CORS_ORIGINS", "").split(",") if o),
+        proxy_hops=_int("CANOPY_PROXY_HOPS", 0),
+        access_token_minutes=_int("CANOPY_ACCESS_TOKEN_MINUTES", 15),
+        refresh_token_days=_int("CANOPY_REFRESH_TOKEN_DAYS", 7),
+        login_rate=os.environ.get("CANOPY_LOGIN_RATE", "10 per minute"),
+        oidc_issuer=os.environ.get("CANOPY_OIDC_ISSUER", "").rstrip("/"),
+        oidc_audience=os.environ.get("CANOPY_OIDC_AUDIENCE", ""),
+        oidc_jwks_url=os.environ.get("CANOPY_OIDC_JWKS_URL", ""),
+        oidc_role_claim=os.environ.get("CANOPY_OIDC_ROLE_CLAIM", "canopy_role"),
     )

@@ -8,6 +8,7 @@ Fixtures are lazy: the LiDAR unit tests start nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,12 +16,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery"
+
+
+class Server(str):
+    """The base URL of the server under test; `.log` is its log file."""
+
+    log: Path
+
+
+class User(NamedTuple):
+    id: int
+    token: str
+    username: str
 
 
 @pytest.fixture(scope="session")
@@ -75,22 +90,24 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60)
     raise RuntimeError(f"server did not answer {url}:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="session")
-def server(services, tmp_path_factory):
-    """Base URL of the real app under gunicorn (2 workers) on a free port."""
+@contextlib.contextmanager
+def running_server(services, run_dir: Path, **extra_env: str):
+    """The real app under gunicorn (2 workers) on a free port; yields its base URL."""
     from server.devservices import free_port
 
     db_url, redis_url = services
     port = free_port()
-    run_dir = tmp_path_factory.mktemp("run")
     env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, HOST="127.0.0.1", PORT=str(port),
                CANOPY_RUN_DIR=str(run_dir), CANOPY_DATA_DIR=str(run_dir),
-               CANOPY_JWT_SECRET="test-secret-" + "x" * 32, CANOPY_LOG_LEVEL="WARNING")
+               CANOPY_JWT_SECRET="test-secret-" + "x" * 32, CANOPY_LOG_LEVEL="INFO",
+               CANOPY_PROXY_HOPS="1",   # tests pose as different clients with X-Forwarded-For
+               **extra_env)
     log = run_dir / "server.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--workers", "2"],
                                 cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    base = Server(f"http://127.0.0.1:{port}")
+    base.log = log
     try:
         _wait_http(f"{base}/healthz", proc, log)
         yield base
@@ -103,8 +120,45 @@ def server(services, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def server(services, tmp_path_factory):
+    """Base URL of the real app (see running_server)."""
+    with running_server(services, tmp_path_factory.mktemp("run")) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
 def project(services):
     """A public project the Features tests fill."""
     with psycopg.connect(services[0], autocommit=True) as conn:
         return conn.execute("INSERT INTO projects (name, visibility) VALUES ('features tests', 'public') "
                             "RETURNING id").fetchone()[0]
+
+
+@pytest.fixture(scope="session")
+def make_user(services, server):
+    """make_user(role, memberships={project_id: role}) -> User(id, token, username); the
+    password of every such user is PASSWORD."""
+    from argon2 import PasswordHasher
+    import itertools
+    counter = itertools.count()
+    digest = PasswordHasher().hash(PASSWORD)
+
+    def make(role: str = "viewer", memberships: dict | None = None) -> User:
+        name = f"user{os.getpid()}-{next(counter)}"
+        with psycopg.connect(services[0], autocommit=True) as conn:
+            uid = conn.execute("INSERT INTO users (username, password_hash, role) VALUES (%s, %s, %s) "
+                               "RETURNING id", (name, digest, role)).fetchone()[0]
+            for pid, mrole in (memberships or {}).items():
+                conn.execute("INSERT INTO project_members (project_id, user_id, role) VALUES (%s, %s, %s)",
+                             (pid, uid, mrole))
+        r = requests.post(f"{server}/auth/token", json={"username": name, "password": PASSWORD},
+                          headers={"X-Forwarded-For": f"10.1.{uid // 250}.{uid % 250}"})
+        assert r.status_code == 200, r.text
+        return User(uid, r.json()["access_token"], name)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def admin_headers(make_user):
+    return {"Authorization": f"Bearer {make_user('admin').token}"}

@@ -72,3 +72,31 @@ def test_owslib_reads_items_with_bbox_and_limit(server, clients_project):
     assert [f["properties"]["name"] for f in page["features"]] == [f"client plot {i}" for i in range(5)]
     queryables = api.collection_queryables("plots")
     assert {"name", "project_id"} <= set(queryables["properties"])
+
+
+@pytest.mark.skipif(not shutil.which("ogrinfo"), reason="GDAL's ogrinfo is not installed")
+def test_gdal_reads_a_private_collection_with_a_bearer_token(server, db_url, make_user):
+    """GDAL with GDAL_HTTP_HEADERS sees a private project's plots only with a member's token."""
+    import os
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        private = conn.execute("INSERT INTO projects (name, visibility) VALUES ('gdal private', 'private') "
+                               "RETURNING id").fetchone()[0]
+        conn.execute("""INSERT INTO plots (project_id, name, geom)
+                        SELECT %s, 'secret ' || i, ST_Multi(ST_MakeEnvelope(-60 + i * 0.01, -30, -60 + i * 0.01 + 0.005,
+                                                                            -29.995, 4326))
+                        FROM generate_series(1, 12) AS i""", (private,))
+    member = make_user("viewer", {private: "viewer"})
+    outsider = make_user("viewer")
+
+    def count(token: str | None) -> str:
+        env = dict(os.environ)
+        if token:
+            env["GDAL_HTTP_HEADERS"] = f"Authorization: Bearer {token}"
+        out = subprocess.run(["ogrinfo", "-ro", "-so", f"OAPIF:{server}", "plots", "-where",
+                              f"project_id = {private}"], capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stderr
+        return next(line for line in out.stdout.splitlines() if line.startswith("Feature Count"))
+
+    assert count(member.token) == "Feature Count: 12"
+    assert count(outsider.token) == "Feature Count: 0"
+    assert count(None) == "Feature Count: 0"

@@ -201,9 +201,15 @@ def _feature(project_id: int, name: str, lon: float = 5.0, lat: float = 5.0) -> 
             "properties": {"project_id": project_id, "name": name, "attributes": {"k": 1}}}
 
 
-def test_create_replace_patch_delete_with_etags(server, project):
+@pytest.fixture(scope="module")
+def editor(make_user, project):
+    return {"Authorization": f"Bearer {make_user('viewer', {project: 'editor'}).token}"}
+
+
+def test_create_replace_patch_delete_with_etags(server, project, editor):
     items = f"{server}/collections/plots/items"
-    r = requests.post(items, json=_feature(project, "new"), headers={"Content-Type": "application/geo+json"})
+    r = requests.post(items, json=_feature(project, "new"),
+                      headers={"Content-Type": "application/geo+json", **editor})
     assert r.status_code == 201, r.text
     url = r.headers["Location"]
     r = requests.get(url)
@@ -211,27 +217,27 @@ def test_create_replace_patch_delete_with_etags(server, project):
     assert r.json()["properties"]["name"] == "new"
 
     assert requests.put(url, json=_feature(project, "x"),
-                        headers={"Content-Type": "application/geo+json"}).status_code == 428
+                        headers={"Content-Type": "application/geo+json", **editor}).status_code == 428
     r = requests.put(url, json=_feature(project, "replaced"),
-                     headers={"Content-Type": "application/geo+json", "If-Match": '"1"'})
+                     headers={"Content-Type": "application/geo+json", "If-Match": '"1"', **editor})
     assert r.status_code == 204, r.text
     assert r.headers["ETag"] == '"2"'
     stale = requests.put(url, json=_feature(project, "lost update"),
-                         headers={"Content-Type": "application/geo+json", "If-Match": '"1"'})
+                         headers={"Content-Type": "application/geo+json", "If-Match": '"1"', **editor})
     assert stale.status_code == 412
     assert requests.get(url).json()["properties"]["name"] == "replaced"
 
     r = requests.patch(url, json={"type": "Feature", "properties": {"name": "patched"}},
-                       headers={"If-Match": '"2"'})
+                       headers={"If-Match": '"2"', **editor})
     assert r.status_code == 204, r.text
     assert r.headers["ETag"] == '"3"'
     got = requests.get(url).json()
     assert got["properties"]["name"] == "patched" and got["properties"]["attributes"] == {"k": 1}
-    assert requests.patch(url, json={"type": "Feature", "properties": {"name": "y"}}).status_code == 428
+    assert requests.patch(url, json={"type": "Feature", "properties": {"name": "y"}}, headers=editor).status_code == 428
 
-    assert requests.delete(url, headers={"If-Match": '"2"'}).status_code == 412
-    assert requests.delete(url).status_code == 428
-    assert requests.delete(url, headers={"If-Match": '"3"'}).status_code == 200
+    assert requests.delete(url, headers={"If-Match": '"2"', **editor}).status_code == 412
+    assert requests.delete(url, headers=editor).status_code == 428
+    assert requests.delete(url, headers={"If-Match": '"3"', **editor}).status_code == 200
     assert requests.get(url).status_code == 404
 
 
@@ -282,22 +288,22 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize("method,path,body,status,needle", BAD_REQUESTS,
                          ids=[f"{m} {p}"[:70] for m, p, *_ in BAD_REQUESTS])
-def test_bad_input_is_a_clear_4xx(server, method, path, body, status, needle):
-    headers = {"Content-Type": "application/geo+json"} if body is not None else {}
+def test_bad_input_is_a_clear_4xx(server, admin_headers, method, path, body, status, needle):
+    headers = {"Content-Type": "application/geo+json", **admin_headers} if body is not None else {}
     r = requests.request(method, server + path, data=json.dumps(body) if body is not None else None,
                          headers=headers, timeout=10)
     assert r.status_code == status, r.text
     assert needle.lower() in r.text.lower(), r.text
 
 
-def test_put_with_bad_geometry(server, db, project):
+def test_put_with_bad_geometry(server, db, project, editor):
     plot_id = db.execute("INSERT INTO plots (project_id, name, geom) VALUES (%s, 'g', "
                          "ST_Multi(ST_Expand(ST_SetSRID(ST_MakePoint(2, 2), 4326), 0.001))) RETURNING id",
                          (project,)).fetchone()[0]
     bad = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]},
            "properties": {"name": "g", "project_id": project}}
     r = requests.put(f"{server}/collections/plots/items/{plot_id}", json=bad,
-                     headers={"Content-Type": "application/geo+json", "If-Match": '"1"'})
+                     headers={"Content-Type": "application/geo+json", "If-Match": '"1"', **editor})
     assert r.status_code == 400 and "geometry" in r.text
     assert db.execute("SELECT version FROM plots WHERE id = %s", (plot_id,)).fetchone()[0] == 1
 

@@ -1,0 +1,270 @@
+"""The access policy on every route family, and the token hardening, against the real server."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import jwt
+import psycopg
+import pytest
+import requests
+
+from tests.conftest import PASSWORD
+
+SECRET = "test-secret-" + "x" * 32          # what tests/conftest.py gives the server
+CALLERS = ["anonymous", "outsider", "viewer", "editor", "owner", "admin"]
+
+
+@pytest.fixture(scope="module")
+def world(db_url, make_user, server):
+    """A public and a private project, each with a plot, a scan and a raster, and one
+    caller of each kind (the outsider is a viewer of a third project)."""
+    objects: dict[str, dict] = {}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        other = conn.execute("INSERT INTO projects (name, visibility) VALUES ('other', 'private') "
+                             "RETURNING id").fetchone()[0]
+        for vis in ("public", "private"):
+            pid = conn.execute("INSERT INTO projects (name, visibility) VALUES (%s, %s) RETURNING id",
+                               (f"matrix {vis}", vis)).fetchone()[0]
+            scan = conn.execute("INSERT INTO scans (project_id, name, status, footprint) VALUES (%s, 's', 'ready', "
+                                "ST_MakeEnvelope(30, 30, 30.1, 30.1, 4326)) RETURNING id", (pid,)).fetchone()[0]
+            raster = conn.execute("INSERT INTO rasters (project_id, scan_id, kind, storage_uri) VALUES "
+                                  "(%s, %s, 'chm', 'none') RETURNING id", (pid, scan)).fetchone()[0]
+            objects[vis] = {"project": pid, "scan": scan, "raster": raster}
+    users: dict[str, dict] = {"anonymous": {}}
+    pub, priv = objects["public"]["project"], objects["private"]["project"]
+    for caller, role, members in (("outsider", "viewer", {other: "viewer"}),
+                                  ("viewer", "viewer", {pub: "viewer", priv: "viewer"}),
+                                  ("editor", "viewer", {pub: "editor", priv: "editor"}),
+                                  ("owner", "analyst", {pub: "owner", priv: "owner"}),
+                                  ("admin", "admin", {})):
+        users[caller] = {"Authorization": f"Bearer {make_user(role, members).token}"}
+    objects["users"] = users
+    return objects
+
+
+def _plot(db_url: str, project: int) -> int:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return conn.execute("INSERT INTO plots (project_id, name, geom) VALUES (%s, 'm', "
+                            "ST_Multi(ST_MakeEnvelope(30, 30, 30.01, 30.01, 4326))) RETURNING id",
+                            (project,)).fetchone()[0]
+
+
+def _feature(project: int) -> dict:
+    return {"type": "Feature", "properties": {"project_id": project, "name": "made"},
+            "geometry": {"type": "Polygon", "coordinates": [[[30, 30], [30.01, 30], [30.01, 30.01], [30, 30]]]}}
+
+
+def _request(family: str, server: str, db_url: str, objs: dict, headers: dict) -> int | str:
+    pid = objs["project"]
+    if family == "list plots":
+        _plot(db_url, pid)
+        page = requests.get(f"{server}/collections/plots/items", params={"project_id": pid}, headers=headers).json()
+        return "sees" if page["numberReturned"] > 0 else "empty"
+    if family == "get plot":
+        return requests.get(f"{server}/collections/plots/items/{_plot(db_url, pid)}", headers=headers).status_code
+    if family == "create plot":
+        return requests.post(f"{server}/collections/plots/items", data=json.dumps(_feature(pid)),
+                             headers={"Content-Type": "application/geo+json", **headers}).status_code
+    if family == "patch plot":
+        return requests.patch(f"{server}/collections/plots/items/{_plot(db_url, pid)}",
+                              json={"type": "Feature", "properties": {"name": "p"}},
+                              headers={"If-Match": '"1"', **headers}).status_code
+    if family == "delete plot":
+        return requests.delete(f"{server}/collections/plots/items/{_plot(db_url, pid)}",
+                               headers={"If-Match": '"1"', **headers}).status_code
+    if family == "get scan":
+        return requests.get(f"{server}/collections/scans/items/{objs['scan']}", headers=headers).status_code
+    if family == "get raster":
+        return requests.get(f"{server}/collections/rasters/items/{objs['raster']}", headers=headers).status_code
+    if family == "get project":
+        return requests.get(f"{server}/projects/{pid}", headers=headers).status_code
+    if family == "manage members":
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            uid = conn.execute("INSERT INTO users (username) VALUES (md5(random()::text)) RETURNING id").fetchone()[0]
+        return requests.put(f"{server}/projects/{pid}/members/{uid}", json={"role": "viewer"},
+                            headers=headers).status_code
+    if family == "admin users":
+        return requests.get(f"{server}/admin/users", headers=headers).status_code
+    raise AssertionError(family)
+
+
+#                 anonymous  outsider   viewer  editor  owner  admin     (public project, private project)
+MATRIX = {
+    "list plots":     [("sees", "empty"), ("sees", "empty"), ("sees", "sees"), ("sees", "sees"),
+                       ("sees", "sees"), ("sees", "sees")],
+    "get plot":       [(200, 404), (200, 404), (200, 200), (200, 200), (200, 200), (200, 200)],
+    "create plot":    [(401, 401), (403, 400), (403, 403), (201, 201), (201, 201), (201, 201)],
+    "patch plot":     [(401, 401), (403, 404), (403, 403), (204, 204), (204, 204), (204, 204)],
+    "delete plot":    [(401, 401), (403, 404), (403, 403), (200, 200), (200, 200), (200, 200)],
+    "get scan":       [(200, 404), (200, 404), (200, 200), (200, 200), (200, 200), (200, 200)],
+    "get raster":     [(200, 404), (200, 404), (200, 200), (200, 200), (200, 200), (200, 200)],
+    "get project":    [(200, 404), (200, 404), (200, 200), (200, 200), (200, 200), (200, 200)],
+    "manage members": [(401, 404), (403, 404), (403, 403), (403, 403), (200, 200), (200, 200)],
+    "admin users":    [(401, 401), (403, 403), (403, 403), (403, 403), (403, 403), (200, 200)],
+}
+
+
+@pytest.mark.parametrize("family", list(MATRIX))
+def test_access_matrix(server, db_url, world, family):
+    got, want = {}, {}
+    for i, caller in enumerate(CALLERS):
+        for j, vis in enumerate(("public", "private")):
+            got[(caller, vis)] = _request(family, server, db_url, world[vis], world["users"][caller])
+            want[(caller, vis)] = MATRIX[family][i][j]
+    assert got == want
+
+
+def test_denied_writes_change_nothing(server, db_url, world):
+    plot = _plot(db_url, world["private"]["project"])
+    for caller in ("anonymous", "outsider", "viewer"):
+        requests.patch(f"{server}/collections/plots/items/{plot}", json={"type": "Feature", "properties": {
+            "name": "hacked"}}, headers={"If-Match": '"1"', **world["users"][caller]})
+        requests.delete(f"{server}/collections/plots/items/{plot}",
+                        headers={"If-Match": '"1"', **world["users"][caller]})
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT name, version FROM plots WHERE id = %s", (plot,)).fetchone() == ("m", 1)
+
+
+def test_cannot_move_a_plot_into_a_project_one_cannot_write(server, db_url, world, make_user):
+    pub = world["public"]["project"]
+    token = make_user("viewer", {pub: "editor"}).token          # editor of the public project only
+    plot = _plot(db_url, pub)
+    r = requests.patch(f"{server}/collections/plots/items/{plot}",
+                       json={"type": "Feature", "properties": {"project_id": world["private"]["project"]}},
+                       headers={"If-Match": '"1"', "Authorization": f"Bearer {token}"})
+    assert r.status_code == 400 and "does not exist" in r.text     # invisible project: looks missing
+    r = requests.patch(f"{server}/collections/plots/items/{plot}",
+                       json={"type": "Feature", "properties": {"project_id": pub}},
+                       headers={"If-Match": '"1"', "Authorization": f"Bearer {token}"})
+    assert r.status_code == 204
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT project_id FROM plots WHERE id = %s", (plot,)).fetchone()[0] == pub
+
+
+def test_users_cannot_change_their_own_role(server, make_user):
+    uid, token, _ = make_user("viewer")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert requests.patch(f"{server}/admin/users/{uid}", json={"role": "admin"}, headers=headers).status_code == 403
+    assert requests.patch(f"{server}/auth/me", json={"role": "admin"}, headers=headers).status_code == 405
+    assert requests.get(f"{server}/auth/me", headers=headers).json()["role"] == "viewer"
+
+
+def test_private_lists_count_only_what_the_caller_sees(server, db_url, world):
+    priv = world["private"]["project"]
+    for _ in range(3):
+        _plot(db_url, priv)
+    anon = requests.get(f"{server}/collections/plots/items", params={"project_id": priv}).json()
+    assert anon["numberMatched"] == 0 and anon["features"] == []
+    viewer = requests.get(f"{server}/collections/plots/items", params={"project_id": priv},
+                          headers=world["users"]["viewer"]).json()
+    assert viewer["numberMatched"] >= 3
+
+
+# -- broken authentication -----------------------------------------------------------------------
+
+def _claims(server: str, **over) -> dict:
+    now = datetime.now(timezone.utc)
+    base = {"sub": "1", "iss": server, "aud": "canopy", "iat": now, "nbf": now, "exp": now + timedelta(minutes=5),
+            "type": "access", "fresh": False, "jti": "x", "sid": "s", "epoch": 0}
+    base.update(over)
+    return base
+
+
+def test_bad_tokens_get_401(server, db_url):
+    with psycopg.connect(db_url) as conn:
+        admin_id = conn.execute("SELECT id FROM users WHERE role = 'admin' ORDER BY id LIMIT 1").fetchone()
+    sub = str(admin_id[0]) if admin_id else "1"
+    header = {"alg": "none", "typ": "JWT"}
+    import base64
+
+    def b64(d: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(d, default=str).encode()).decode().rstrip("=")
+
+    now = int(time.time())
+    none_token = f"{b64(header)}.{b64({'sub': sub, 'iss': server, 'aud': 'canopy', 'exp': now + 300, 'type': 'access', 'epoch': 0})}."
+    bad = {
+        "alg none": none_token,
+        "wrong signature": jwt.encode(_claims(server, sub=sub), "another-secret-" + "y" * 32, algorithm="HS256"),
+        "wrong audience": jwt.encode(_claims(server, sub=sub, aud="someone-else"), SECRET, algorithm="HS256"),
+        "wrong issuer": jwt.encode(_claims(server, sub=sub, iss="https://evil.example"), SECRET, algorithm="HS256"),
+        "expired": jwt.encode(_claims(server, sub=sub, exp=datetime.now(timezone.utc) - timedelta(minutes=1)),
+                              SECRET, algorithm="HS256"),
+        "garbage": "not.a.token",
+    }
+    for name, token in bad.items():
+        r = requests.get(f"{server}/collections/plots/items", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401, (name, r.text)
+        assert r.headers["Content-Type"] == "application/problem+json"
+        assert requests.get(f"{server}/admin/users",
+                            headers={"Authorization": f"Bearer {token}"}).status_code == 401, name
+
+
+def _login(server: str, username: str, client: str = "10.9.9.1", password: str = PASSWORD) -> requests.Response:
+    return requests.post(f"{server}/auth/token", json={"username": username, "password": password},
+                         headers={"X-Forwarded-For": client})
+
+
+def test_logout_revokes_access_and_refresh(server, make_user):
+    tokens = _login(server, make_user("viewer").username).json()
+    access, refresh = tokens["access_token"], tokens["refresh_token"]
+    assert requests.get(f"{server}/auth/me", headers={"Authorization": f"Bearer {access}"}).status_code == 200
+    r = requests.post(f"{server}/auth/refresh", headers={"Authorization": f"Bearer {refresh}"})
+    assert r.status_code == 200
+    renewed = r.json()["access_token"]
+    assert requests.get(f"{server}/auth/me", headers={"Authorization": f"Bearer {renewed}"}).status_code == 200
+    # a refresh token is not an access token, nor the other way round
+    assert requests.get(f"{server}/auth/me", headers={"Authorization": f"Bearer {refresh}"}).status_code == 401
+    assert requests.post(f"{server}/auth/refresh", headers={"Authorization": f"Bearer {access}"}).status_code == 401
+    assert requests.post(f"{server}/auth/logout", headers={"Authorization": f"Bearer {access}"}).status_code == 204
+    for token in (access, renewed):
+        assert requests.get(f"{server}/auth/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert requests.post(f"{server}/auth/refresh", headers={"Authorization": f"Bearer {refresh}"}).status_code == 401
+
+
+def test_password_change_revokes_every_token(server, make_user):
+    user = make_user("viewer")
+    other_session = _login(server, user.username).json()["access_token"]
+    headers = {"Authorization": f"Bearer {user.token}"}
+    r = requests.post(f"{server}/auth/password", json={"old_password": PASSWORD, "new_password": "n3w password!"},
+                      headers=headers)
+    assert r.status_code == 204
+    for token in (user.token, other_session):
+        assert requests.get(f"{server}/auth/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert _login(server, user.username).status_code == 401
+    assert _login(server, user.username, password="n3w password!").status_code == 200
+
+
+def test_login_is_rate_limited_per_client(server, make_user):
+    user = make_user("viewer")
+    statuses = [_login(server, user.username, client="10.7.7.7", password="wrong").status_code for _ in range(12)]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+    # the right password from that client is refused too until the window passes; another client is not
+    assert _login(server, user.username, client="10.7.7.7").status_code == 429
+    assert _login(server, user.username, client="10.7.7.8").status_code == 200
+
+
+def test_secrets_never_reach_the_logs(server, make_user):
+    user = make_user("viewer")
+    requests.get(f"{server}/auth/me", headers={"Authorization": f"Bearer {user.token}"})
+    requests.get(f"{server}/collections/plots/items", params={"token": user.token})
+    log = server.log.read_text()
+    assert "/auth/me" in log                     # requests are logged ...
+    assert PASSWORD not in log and user.token not in log and user.token[-20:] not in log   # ... secrets are not
+
+
+def test_openapi_declares_the_bearer_scheme(server):
+    doc = requests.get(f"{server}/openapi?f=json").json()
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    patch = doc["paths"]["/collections/plots/items/{featureId}"]["patch"]
+    assert patch["security"] == [{"bearerAuth": []}]
+    assert doc["paths"]["/collections/plots/items"]["get"]["security"] == [{}, {"bearerAuth": []}]
+    assert doc["paths"]["/admin/users"]["get"]["security"] == [{"bearerAuth": []}]
+    assert "/auth/token" in doc["paths"] and "/projects/{projectId}/members/{userId}" in doc["paths"]
+
+
+def test_security_headers(server):
+    r = requests.get(f"{server}/healthz")
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
