@@ -64,7 +64,17 @@ def _demo(_args=None) -> None:
 
 def _gunicorn_cmd(host: str, port: int, workers: int) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"{host}:{port}",
+            "--worker-class", "gthread", "--threads", os.environ.get("WEB_THREADS", "8"),
             "--graceful-timeout", "30", "--timeout", "120", "server.wsgi:app"]
+
+
+def _worker(args) -> None:
+    """Run the Huey consumer that executes jobs (DATABASE_URL and REDIS_URL set)."""
+    from .logs import configure
+    from .settings import get_settings
+    configure(get_settings().log_level)
+    from .jobs.worker import run
+    run(args.workers)
 
 
 def _serve(args) -> None:
@@ -101,23 +111,27 @@ def _dev(args) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    web = None
+    web = worker = None
     try:
         _migrate()
         ensure_admin()
         _demo()
         host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "5000"))
         web = subprocess.Popen(_gunicorn_cmd(host, port, args.workers))
+        worker = subprocess.Popen([sys.executable, "-m", "server", "worker"])
         print(f"Canopy serves at http://{host}:{port}  (Ctrl-C stops everything)", flush=True)
-        while not stopping and web.poll() is None:
+        while not stopping and web.poll() is None and worker.poll() is None:
             time.sleep(0.3)
     finally:
-        if web and web.poll() is None:
-            web.send_signal(signal.SIGTERM)   # gunicorn: graceful stop
-            try:
-                web.wait(35)
-            except subprocess.TimeoutExpired:
-                web.kill()
+        for proc in (web, worker):
+            if proc and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)   # graceful stop for gunicorn and the worker
+        for proc in (web, worker):
+            if proc:
+                try:
+                    proc.wait(40)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         for service in reversed(started):
             service.stop()
         print("Canopy stopped", flush=True)
@@ -135,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
     serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
     serve.set_defaults(func=_serve)
+    worker = sub.add_parser("worker", help="run the job worker (Huey consumer)")
+    worker.add_argument("--workers", type=int, default=int(os.environ.get("CANOPY_WORKERS", "2")))
+    worker.set_defaults(func=_worker)
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=_migrate)
     sub.add_parser("demo", help="load the demo forest (idempotent)").set_defaults(func=_demo)
     user = sub.add_parser("create-user", help="create a user")

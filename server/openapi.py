@@ -45,6 +45,23 @@ _FEATURES = {"type": "object", "required": ["type", "features"], "properties": {
     "numberMatched": {"type": "integer", "minimum": 0},
     "numberReturned": {"type": "integer", "minimum": 0}}}
 _JSON_OBJECT = {"type": "object", "additionalProperties": True}
+_STATUS_INFO = {"type": "object", "required": ["jobID", "status", "type"], "properties": {
+    "type": {"type": "string", "enum": ["process"]}, "processID": {"type": "string"},
+    "jobID": {"type": "string"},
+    "status": {"type": "string", "enum": ["accepted", "running", "successful", "failed", "dismissed"]},
+    "message": {"type": "string"}, "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+    "created": {"type": "string", "format": "date-time", "nullable": True},
+    "started": {"type": "string", "format": "date-time", "nullable": True},
+    "finished": {"type": "string", "format": "date-time", "nullable": True},
+    "updated": {"type": "string", "format": "date-time", "nullable": True},
+    "links": {"type": "array", "items": {"$ref": "#/components/schemas/link"}}}}
+_EXECUTE = {"type": "object", "properties": {
+    "inputs": {"type": "object", "additionalProperties": True},
+    "outputs": {"type": "object", "additionalProperties": True},
+    "response": {"type": "string", "enum": ["raw", "document"]},
+    "subscriber": {"type": "object", "required": ["successUri"], "properties": {
+        "successUri": {"type": "string", "format": "uri"}, "inProgressUri": {"type": "string", "format": "uri"},
+        "failedUri": {"type": "string", "format": "uri"}}}}}
 
 
 def _json(description: str, schema: dict, media: str = "application/json") -> dict:
@@ -59,7 +76,7 @@ _EXCEPTION_RESPONSE = {"$ref": "#/components/schemas/exception"}
 COMPONENTS: dict[str, dict[str, Any]] = {
     "schemas": {"link": _LINK, "exception": _EXCEPTION, "problem": _PROBLEM,
                 "featureGeoJSON": _FEATURE, "featureCollectionGeoJSON": _FEATURES,
-                "GeoJSONGeometry": _GEOMETRY},
+                "GeoJSONGeometry": _GEOMETRY, "statusInfo": _STATUS_INFO, "execute": _EXECUTE},
     "parameters": {
         "datetime": {"name": "datetime", "in": "query", "required": False, "style": "form",
                      "explode": False, "schema": {"type": "string"},
@@ -97,6 +114,9 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         "PreconditionFailed": _json("The item changed since it was read (If-Match).", _EXCEPTION_RESPONSE),
         "PreconditionRequired": _problem("If-Match is required to change an item."),
         "Problem": _problem("The request cannot be served; the body says why."),
+        "ExecuteAsync": {**_json("The job was created and queued", {"$ref": "#/components/schemas/statusInfo"}),
+                         "headers": {"Location": {"schema": {"type": "string"}, "description": "the job's URL"}}},
+        "ProcessList": _json("The processes", _JSON_OBJECT),
     },
 }
 
@@ -112,6 +132,10 @@ _LOCAL = {
     "responses/NotFound": "#/components/responses/NotFound",
     "responses/ServerError": "#/components/responses/ServerError",
     "NotFound.yaml": "#/components/responses/NotFound",
+    "ServerError.yaml": "#/components/responses/ServerError",
+    "ExecuteAsync.yaml": "#/components/responses/ExecuteAsync",
+    "ProcessList.yaml": "#/components/responses/ProcessList",
+    "schemas/execute.yaml": "#/components/schemas/execute",
     "exception.yaml": "#/components/schemas/exception",
     "schemas/link": "#/components/schemas/link",
 }
@@ -137,6 +161,13 @@ def _canopy_paths() -> dict:
         "/healthz": {"get": {"summary": "Liveness: the process answers", "tags": ["operations"],
                              "operationId": "healthz",
                              "responses": {"200": _json("alive", _JSON_OBJECT)}}},
+        "/jobs/{jobId}/events": {"get": {
+            "summary": "Live progress of a job as Server-Sent Events, until it ends", "tags": ["jobs"],
+            "operationId": "jobEvents",
+            "parameters": [{"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "events named after the job's status, data as statusInfo",
+                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                          "404": {"$ref": "#/components/responses/NotFound"}}}},
         "/readyz": {"get": {"summary": "Readiness: database, Redis and storage are reachable",
                             "tags": ["operations"], "operationId": "readyz",
                             "responses": {"200": _json("ready", _JSON_OBJECT),

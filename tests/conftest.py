@@ -90,18 +90,22 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60)
     raise RuntimeError(f"server did not answer {url}:\n{log.read_text()[-4000:]}")
 
 
+def _service_env(services, run_dir: Path, **extra_env: str) -> dict:
+    db_url, redis_url = services
+    return dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, CANOPY_RUN_DIR=str(run_dir),
+                CANOPY_DATA_DIR=str(run_dir), CANOPY_JWT_SECRET="test-secret-" + "x" * 32,
+                CANOPY_LOG_LEVEL="INFO", **extra_env)
+
+
 @contextlib.contextmanager
 def running_server(services, run_dir: Path, **extra_env: str):
     """The real app under gunicorn (2 workers) on a free port; yields its base URL."""
     from server.devservices import free_port
 
-    db_url, redis_url = services
     port = free_port()
-    env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, HOST="127.0.0.1", PORT=str(port),
-               CANOPY_RUN_DIR=str(run_dir), CANOPY_DATA_DIR=str(run_dir),
-               CANOPY_JWT_SECRET="test-secret-" + "x" * 32, CANOPY_LOG_LEVEL="INFO",
-               CANOPY_PROXY_HOPS="1",   # tests pose as different clients with X-Forwarded-For
-               **extra_env)
+    env = _service_env(services, run_dir, HOST="127.0.0.1", PORT=str(port),
+                       CANOPY_PROXY_HOPS="1",   # tests pose as different clients with X-Forwarded-For
+                       **extra_env)
     log = run_dir / "server.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--workers", "2"],
@@ -124,6 +128,45 @@ def server(services, tmp_path_factory):
     """Base URL of the real app (see running_server)."""
     with running_server(services, tmp_path_factory.mktemp("run")) as base:
         yield base
+
+
+class Workers:
+    """Start and stop real job workers (`python -m server worker`) sharing the server's
+    database, Redis and storage."""
+
+    def __init__(self, services, run_dir: Path):
+        self.services, self.run_dir, self.procs = services, run_dir, []
+
+    def start(self, workers: int = 1, **env: str) -> subprocess.Popen:
+        log = open(self.run_dir / f"worker-{len(self.procs)}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "server", "worker", "--workers", str(workers)], cwd=ROOT,
+                                env=_service_env(self.services, self.run_dir, **env), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        """Signal the consumer and, for SIGKILL, every worker process of it too."""
+        os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.procs.clear()
+
+
+@pytest.fixture()
+def workers(services, server):
+    """Job workers for one test, all stopped at its end (the server's storage is theirs)."""
+    w = Workers(services, Path(server.log).parent)
+    yield w
+    w.stop_all()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,84 @@
+"""What every Canopy process plugin is: a pygeoapi processor that runs inside a job.
+
+A process receives validated inputs and a `JobContext` (given by the job system:
+progress reporting that also carries cancellation, a private work directory, and
+the scans and plots it may read) and returns an `Outcome`: the outputs the client
+sees and the artifacts (rasters, trees, crowns, plot metrics, scan facts) that the
+job system commits — files and database rows — in one step at the end. A process
+writes nothing anywhere else, so a re-run or a failure never leaves half a result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pygeoapi.process.base import BaseProcessor
+
+
+class ProcessInputError(ValueError):
+    """Bad input a user can fix: the job fails at once, with this message, no retry."""
+
+
+@dataclass
+class ScanInput:
+    id: int
+    project_id: int
+    files: list[Path]
+    crs: str | None               # CRS override given at upload, e.g. "EPSG:2992"
+    crs_epsg: int | None          # CRS found at ingestion
+
+
+@dataclass
+class PlotInput:
+    id: int
+    geometry_wkt: str             # in the scan's CRS
+
+
+class JobContext(Protocol):
+    job_id: str
+    workdir: Path
+
+    def progress(self, percent: float, message: str) -> None:
+        """Report progress; raises if the job has been dismissed."""
+
+    def scan(self, scan_id: int) -> ScanInput:
+        """A scan the caller may use (raises ProcessInputError otherwise)."""
+
+    def plots(self, scan: ScanInput, plot_ids: list[int] | None) -> list[PlotInput]:
+        """The given plots, or the plots that intersect the scan, in the scan's CRS."""
+
+
+@dataclass
+class Outcome:
+    outputs: dict[str, Any]
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class CanopyProcess(BaseProcessor):
+    """Base of the process plugins. `sync` marks processes small enough to run
+    inside the web request when the client does not ask for async execution."""
+
+    sync = False
+
+    def __init__(self, processor_def: dict, metadata: dict):
+        super().__init__(processor_def, metadata)
+
+    def run(self, inputs: dict, ctx: JobContext) -> Outcome:
+        raise NotImplementedError
+
+    def execute(self, data: dict, outputs=None):
+        raise NotImplementedError("Canopy runs processes through its job system (server/jobs)")
+
+
+def scan_input(description: str = "Id of the scan to process") -> dict:
+    return {"title": "Scan", "description": description, "minOccurs": 1, "maxOccurs": 1,
+            "schema": {"type": "integer", "minimum": 1}}
+
+
+def number_input(title: str, description: str, default: float, minimum: float, maximum: float,
+                 exclusive_minimum: bool = False) -> dict:
+    schema: dict[str, Any] = {"type": "number", "default": default, "maximum": maximum}
+    schema["exclusiveMinimum" if exclusive_minimum else "minimum"] = minimum
+    return {"title": title, "description": description, "minOccurs": 0, "maxOccurs": 1, "schema": schema}

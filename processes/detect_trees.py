@@ -1,0 +1,19 @@
+"""`detect-trees`: Individual tree tops by a local maximum filter on the canopy height model (fixed or height-variable window)."""
+
+from __future__ import annotations
+
+from .base import CanopyProcess
+from .lidar_job import (COMMON_INPUTS, CROWN_INPUTS, GROUND_INPUTS, TREE_INPUTS, ProductProcess, link_output,  # noqa: F401
+                        metadata, resolution_input)
+
+PROCESS_METADATA = metadata("detect-trees", "Detect trees", "Individual tree tops by a local maximum filter on the canopy height model (fixed or height-variable window).", {**COMMON_INPUTS, **GROUND_INPUTS, **TREE_INPUTS, **resolution_input(0.5, "canopy height model")}, {"trees": link_output("Trees")})
+
+
+class DetectTreesProcessor(ProductProcess, CanopyProcess):
+    products = {"chm", "trees"}
+    rasters = {}
+    trees = True
+    resolution_field = "chm_res"
+
+    def __init__(self, processor_def: dict):
+        super().__init__(processor_def, PROCESS_METADATA)

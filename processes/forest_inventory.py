@@ -1,0 +1,42 @@
+"""`forest-inventory`: the whole pipeline over a scan in one streaming pass — ground,
+terrain model, canopy height model, trees, crowns, grid metrics and plot metrics."""
+
+from __future__ import annotations
+
+from .base import CanopyProcess, JobContext, Outcome
+from .lidar.pipeline import ALL_PRODUCTS
+from .lidar_job import (COMMON_INPUTS, CROWN_INPUTS, GROUND_INPUTS, TREE_INPUTS, link_output, metadata,
+                        number_input, params_from, plot_metrics_artifact, plots_input, raster_artifacts,
+                        run_scan, tree_artifact)
+
+PROCESS_METADATA = metadata(
+    "forest-inventory", "Forest inventory",
+    "Ground, DTM, pit-free CHM, trees, crowns, grid metrics and plot metrics of a scan in one pass.",
+    {**COMMON_INPUTS, **plots_input(),
+     "resolution": number_input("CHM resolution", "Cell size of the canopy height model (m)", 0.5, 0.1, 10),
+     "dtm_resolution": number_input("DTM resolution", "Cell size of the terrain model (m)", 1.0, 0.25, 50),
+     "metrics_resolution": number_input("Metrics resolution", "Cell size of the grid metrics (m)", 20, 1, 1000),
+     **GROUND_INPUTS, **TREE_INPUTS, **CROWN_INPUTS},
+    {"dtm": link_output("Terrain model (COG)"), "chm": link_output("Canopy height model (COG)"),
+     "metrics": link_output("Grid metrics (COG, one band per metric)"), "trees": link_output("Trees"),
+     "crowns": link_output("Crowns"), "plots": link_output("Plots with their metrics"),
+     "summary": {"title": "Summary", "schema": {"type": "object"}}})
+
+
+class ForestInventoryProcessor(CanopyProcess):
+    def __init__(self, processor_def: dict):
+        super().__init__(processor_def, PROCESS_METADATA)
+
+    def run(self, inputs: dict, ctx: JobContext) -> Outcome:
+        scan = ctx.scan(inputs["scan"])
+        params = params_from(inputs, chm_res=float(inputs["resolution"]),
+                             dtm_res=float(inputs["dtm_resolution"]),
+                             metrics_res=float(inputs["metrics_resolution"]))
+        summary = run_scan(ctx, scan, inputs, set(ALL_PRODUCTS), params, span=(0, 85))
+        plots, n_plots = plot_metrics_artifact(ctx, scan, inputs.get("plots"), params, span=(85, 99))
+        artifacts = raster_artifacts(scan, summary, {"dtm": "dtm", "chm": "chm", "grid_metrics": "metrics"})
+        artifacts += [tree_artifact(scan, summary), plots]
+        keep = ("point_count", "ground_share", "canopy_cover", "tree_count", "tree_height_mean",
+                "tree_height_max", "area_ha", "crs_epsg", "tiles")
+        return Outcome(outputs={"summary": {k: summary.get(k) for k in keep} | {"plots": n_plots}},
+                       artifacts=artifacts)

@@ -1,0 +1,19 @@
+"""`grid-metrics`: Area-based metrics per grid cell (lidR standard height set, cover, rumple...), one raster band per metric."""
+
+from __future__ import annotations
+
+from .base import CanopyProcess
+from .lidar_job import (COMMON_INPUTS, CROWN_INPUTS, GROUND_INPUTS, TREE_INPUTS, ProductProcess, link_output,  # noqa: F401
+                        metadata, resolution_input)
+
+PROCESS_METADATA = metadata("grid-metrics", "Grid metrics", "Area-based metrics per grid cell (lidR standard height set, cover, rumple...), one raster band per metric.", {**COMMON_INPUTS, **GROUND_INPUTS, **resolution_input(20, "metrics grid")}, {"metrics": link_output("Grid metrics (COG)")})
+
+
+class GridMetricsProcessor(ProductProcess, CanopyProcess):
+    products = {"grid_metrics"}
+    rasters = {"grid_metrics": "metrics"}
+    trees = False
+    resolution_field = "metrics_res"
+
+    def __init__(self, processor_def: dict):
+        super().__init__(processor_def, PROCESS_METADATA)

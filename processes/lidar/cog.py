@@ -1,0 +1,111 @@
+"""Cloud Optimized GeoTIFF output, written tile by tile.
+
+Rasters of a scan are assembled window by window in a temporary tiled GeoTIFF
+(memory stays at one tile), then converted by rio-cogeo into a COG: 512 px
+internal tiles, DEFLATE with a float predictor, overviews, nodata, CRS and
+band names.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from .grid import Grid
+
+NODATA = -9999.0
+
+
+class MosaicWriter:
+    """Collects float32 windows of one raster and finalises it as a COG."""
+
+    def __init__(self, path: str | Path, grid: Grid, crs, band_names: Sequence[str], *, to_native: float = 1.0,
+                 tmpdir: str | Path | None = None, units: str = "metre"):
+        self.path = Path(path)
+        self.grid = grid
+        self.bands = list(band_names)
+        fd, tmp = tempfile.mkstemp(suffix=".tif", dir=tmpdir or self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.units = units
+        self.ds = rasterio.open(
+            self.tmp, "w", driver="GTiff", width=grid.ncol, height=grid.nrow, count=len(self.bands),
+            dtype="float32", crs=crs, transform=grid.transform(to_native), nodata=NODATA,
+            tiled=True, blockxsize=256, blockysize=256, compress="deflate", predictor=3, BIGTIFF="IF_SAFER",
+        )
+        # empty areas stay nodata even where no tile writes
+        for i, name in enumerate(self.bands, start=1):
+            self.ds.set_band_description(i, name)
+            self.ds.update_tags(i, units=units)
+        self.written = False
+
+    def write(self, data: np.ndarray, grid: Grid) -> None:
+        """Write a (bands, rows, cols) or (rows, cols) block lying on ``grid`` (same lattice)."""
+        data = np.asarray(data, np.float32)
+        if data.ndim == 2:
+            data = data[None]
+        r, c = self.grid.window_of(grid)
+        # clip to this mosaic
+        r0, c0 = max(r, 0), max(c, 0)
+        r1, c1 = min(r + grid.nrow, self.grid.nrow), min(c + grid.ncol, self.grid.ncol)
+        if r1 <= r0 or c1 <= c0:
+            return
+        block = data[:, r0 - r : r1 - r, c0 - c : c1 - c]
+        block = np.where(np.isfinite(block), block, NODATA).astype(np.float32)
+        self.ds.write(block, window=Window(c0, r0, c1 - c0, r1 - r0))
+        self.written = True
+
+    def close(self) -> Path:
+        """Finish: convert to a COG at ``path``."""
+        from rio_cogeo.cogeo import cog_translate
+        from rio_cogeo.profiles import cog_profiles
+
+        self.ds.close()
+        profile = cog_profiles.get("deflate")
+        profile.update(predictor=3, blockxsize=512, blockysize=512)
+        try:
+            cog_translate(str(self.tmp), str(self.path), profile, quiet=True, overview_resampling="average",
+                          use_cog_driver=False, in_memory=False, web_optimized=False, nodata=NODATA)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self.ds.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_cog(path: str | Path, data: np.ndarray, grid: Grid, crs, band_names: Sequence[str] = ("band1",),
+              *, to_native: float = 1.0) -> Path:
+    """Write an in-memory raster (bands, rows, cols) as a COG."""
+    w = MosaicWriter(path, grid, crs, band_names, to_native=to_native)
+    try:
+        w.write(data, grid)
+    except BaseException:
+        w.abort()
+        raise
+    return w.close()
+
+
+def validate_cog(path: str | Path) -> tuple[bool, list[str], list[str]]:
+    """rio-cogeo's validator: (is_valid, errors, warnings)."""
+    from rio_cogeo.cogeo import cog_validate
+
+    return cog_validate(str(path), quiet=True)
+
+
+def read_raster(path: str | Path) -> tuple[np.ndarray, dict]:
+    """Read a raster (NaN for nodata) and its profile + band names."""
+    with rasterio.open(path) as ds:
+        a = ds.read(masked=True).astype(np.float64).filled(np.nan)
+        meta = dict(ds.profile)
+        meta["band_names"] = list(ds.descriptions)
+        meta["transform"] = ds.transform
+    return a, meta

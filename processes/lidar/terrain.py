@@ -1,0 +1,146 @@
+"""Terrain model (DTM) and height normalisation.
+
+The DTM is a TIN of ground points (linear interpolation on the Delaunay
+triangulation, lidR's ``tin()``) with inverse-distance weighting of the ``k``
+nearest ground points where the TIN has no triangle (lidR's ``knnidw()``,
+outside the hull).  Normalisation subtracts the TIN itself at each point's own
+position, not a raster, so heights carry no resampling error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .errors import NoGroundPoints
+from .grid import Grid, Raster
+from .points import GROUND, Points
+from .tin import TIN
+
+
+@dataclass(frozen=True)
+class knnidw:
+    """k-nearest-neighbour inverse distance weighting (lidR ``knnidw``)."""
+
+    k: int = 10
+    p: float = 2.0
+    rmax: float = 50.0
+
+
+@dataclass(frozen=True)
+class tin:
+    """Delaunay TIN with ``knnidw`` fallback where it has no (kept) triangle.
+
+    max_edge : triangles with a longer edge are dropped (lidR ``tin(max_edge=)``; 0: keep all).
+    max_radius : triangles whose circumcircle is wider than this are dropped.
+        A Delaunay triangle depends on every point inside its circumcircle, so
+        a tile with a buffer of at least this radius builds exactly the
+        triangles the whole scan would; the long slivers along a scan's outer
+        edge (which depend on far-away points) fall back to IDW instead.
+    """
+
+    fallback: knnidw = knnidw()
+    max_edge: float = 0.0
+    max_radius: float = 15.0
+
+
+def _lowest_unique_xy(x, y, z):
+    """Keep one point per (x, y), the lowest: a triangulator would keep an arbitrary one."""
+    order = np.lexsort((z, y, x))
+    xs, ys = x[order], y[order]
+    first = np.ones(len(xs), bool)
+    first[1:] = (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1])
+    if first.all():
+        return x, y, z
+    keep = np.sort(order[first])  # keep the input order
+    return x[keep], y[keep], z[keep]
+
+
+class GroundModel:
+    """A terrain surface from ground points that can be evaluated anywhere."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, algorithm: tin | knnidw = tin()):
+        if len(x) == 0:
+            raise NoGroundPoints("no ground points: classify ground first (or check the file's classes)")
+        x, y, z = _lowest_unique_xy(np.asarray(x, float), np.asarray(y, float), np.asarray(z, float))
+        self.algorithm = algorithm
+        self.x, self.y, self.z = x, y, z
+        self.ox, self.oy = float(x.min()), float(y.min())
+        self._kd: cKDTree | None = None
+        self.tin = TIN(x, y, z) if isinstance(algorithm, tin) and len(x) >= 3 else None
+        self.invalid = None
+        if self.tin is not None and len(self.tin):
+            bad = np.zeros(len(self.tin), bool)
+            if algorithm.max_edge > 0:
+                bad |= self.tin.edge_lengths() > algorithm.max_edge
+            if algorithm.max_radius and algorithm.max_radius > 0:
+                bad |= self.tin.circumradius() > algorithm.max_radius
+            self.invalid = bad if bad.any() else None
+
+    @classmethod
+    def from_points(cls, points: Points, algorithm: tin | knnidw = tin()) -> "GroundModel":
+        g = points.classification == GROUND
+        return cls(points.x[g], points.y[g], points.z[g], algorithm)
+
+    def _idw(self, qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
+        a = self.algorithm.fallback if isinstance(self.algorithm, tin) else self.algorithm
+        if self._kd is None:
+            self._kd = cKDTree(np.column_stack((self.x - self.ox, self.y - self.oy)))
+        k = min(a.k, len(self.x))
+        d, i = self._kd.query(np.column_stack((qx - self.ox, qy - self.oy)), k=k, workers=-1)
+        if k == 1:
+            d, i = d[:, None], i[:, None]
+        d = np.maximum(d, 1e-6)
+        w = 1.0 / d**a.p
+        w[d > a.rmax] = 0.0
+        ws = w.sum(axis=1)
+        out = np.full(len(qx), np.nan)
+        ok = ws > 0
+        out[ok] = (w[ok] * self.z[i[ok]]).sum(axis=1) / ws[ok]
+        return out
+
+    def __call__(self, qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
+        """Ground elevation at the query points (NaN farther than ``rmax`` from any ground point)."""
+        shape = np.shape(qx)
+        qx = np.ravel(qx)
+        qy = np.ravel(qy)
+        if self.tin is not None and len(self.tin):
+            z = self.tin.interpolate(qx, qy, self.invalid)
+        else:
+            z = np.full(len(qx), np.nan)
+        miss = np.isnan(z)
+        if miss.any():
+            z[miss] = self._idw(qx[miss], qy[miss])
+        return z.reshape(shape)
+
+
+def rasterize_terrain(points: Points, res: float = 1.0, algorithm: tin | knnidw = tin(), *,
+                      grid: Grid | None = None, model: GroundModel | None = None) -> Raster:
+    """DTM: the ground model evaluated at cell centres.
+
+    Parameters
+    ----------
+    points : Points
+        Points with ground classified (class 2).
+    res : float
+        Cell size in metres (ignored when ``grid`` is given).
+    algorithm : tin or knnidw
+    grid : Grid, optional
+        Target grid (e.g. a tile's); default covers the points.
+    model : GroundModel, optional
+        A ground model already built from the same points.
+    """
+    model = model or GroundModel.from_points(points, algorithm)
+    if grid is None:
+        grid = Grid.covering((points.x.min(), points.y.min(), points.x.max(), points.y.max()), res)
+    cx, cy = grid.centers()
+    return Raster(model(cx, cy).astype(np.float32), grid, "dtm")
+
+
+def normalize_height(points: Points, model: GroundModel | None = None, algorithm: tin | knnidw = tin()) -> Points:
+    """Points with ``z`` replaced by height above the ground model at their own position."""
+    model = model or GroundModel.from_points(points, algorithm)
+    h = np.round(points.z - model(points.x, points.y), 6)  # see pipeline.process_tile
+    h = np.where(np.isnan(h), 0.0, h)
+    return points.replace(z=h)

@@ -1,0 +1,82 @@
+"""The JobContext a process runs with on a worker (see processes/base.py)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from processes.base import PlotInput, ProcessInputError, ScanInput
+
+from db.pool import get_pool
+
+from ..settings import Settings
+from ..storage import open_storage
+from . import events, store
+
+_MIN_INTERVAL = 0.5     # seconds between progress writes (the last one always goes out)
+
+
+class WorkerContext:
+    def __init__(self, job: dict, settings: Settings, dismissed: threading.Event, dismissed_error: type):
+        self.job = job
+        self.job_id = job["id"]
+        self.storage = open_storage(settings.storage_url)
+        self.workdir = self.storage.path(f"tmp/jobs/{self.job_id}")
+        shutil.rmtree(self.workdir, ignore_errors=True)       # leftovers of an earlier attempt
+        self.workdir.mkdir(parents=True)
+        self._dismissed = dismissed
+        self._dismissed_error = dismissed_error
+        self._last = (0.0, -1)
+
+    def progress(self, percent: float, message: str) -> None:
+        if self._dismissed.is_set():
+            raise self._dismissed_error(f"job {self.job_id} was dismissed")
+        pct = max(0, min(99, int(percent)))        # 100 is written by the commit
+        now = time.monotonic()
+        if now - self._last[0] < _MIN_INTERVAL and pct == self._last[1]:
+            return
+        self._last = (now, pct)
+        state = store.progress(self.job_id, pct, message)
+        if state is None:                             # no longer running: dismissed meanwhile
+            raise self._dismissed_error(f"job {self.job_id} was dismissed")
+        events.publish(self.job_id, "running", pct, message)
+
+    def scan(self, scan_id: int) -> ScanInput:
+        with get_pool().connection() as conn:
+            row = conn.execute("SELECT id, project_id, crs_epsg, status, crs_override FROM scans WHERE id = %s",
+                               (scan_id,)).fetchone()
+            files = conn.execute("SELECT storage_uri FROM scan_files WHERE scan_id = %s ORDER BY id",
+                                 (scan_id,)).fetchall()
+        if row is None or row[1] != self.job["project_id"]:
+            raise ProcessInputError(f"scan {scan_id} does not exist in this job's project")
+        if not files:
+            raise ProcessInputError(f"scan {scan_id} has no files yet (status {row[3]})")
+        return ScanInput(id=row[0], project_id=row[1], files=[self.storage.path(f[0]) for f in files],
+                         crs=row[4], crs_epsg=row[2])
+
+    def plots(self, scan: ScanInput, plot_ids: list[int] | None) -> list[PlotInput]:
+        if scan.crs_epsg is None:
+            raise ProcessInputError(f"scan {scan.id} has no known CRS; ingest it first")
+        with get_pool().connection() as conn:
+            if plot_ids:
+                rows = conn.execute("SELECT id, ST_AsText(ST_Transform(geom, %s)) FROM plots "
+                                    "WHERE id = ANY(%s) AND project_id = %s ORDER BY id",
+                                    (scan.crs_epsg, plot_ids, scan.project_id)).fetchall()
+                missing = set(plot_ids) - {r[0] for r in rows}
+                if missing:
+                    raise ProcessInputError(f"plots {sorted(missing)} are not in the scan's project")
+            else:
+                rows = conn.execute("SELECT p.id, ST_AsText(ST_Transform(p.geom, %s)) FROM plots p "
+                                    "JOIN scans s ON s.id = %s WHERE p.project_id = s.project_id "
+                                    "AND ST_Intersects(p.geom, s.footprint) ORDER BY p.id",
+                                    (scan.crs_epsg, scan.id)).fetchall()
+        return [PlotInput(id=r[0], geometry_wkt=r[1]) for r in rows]
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def workdirs_root(settings: Settings) -> Path:
+    return open_storage(settings.storage_url).path("tmp/jobs")

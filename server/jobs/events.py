@@ -1,0 +1,59 @@
+"""Live job updates on Redis pub/sub (one channel per job), as Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import lru_cache
+from typing import Callable, Iterator
+
+import redis
+
+from ..settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+
+def channel(job_id: str) -> str:
+    return f"canopy:job:{job_id}"
+
+
+def publish(job_id: str, status: str, progress: int, message: str) -> None:
+    """Best effort: a lost event is repaired by the next one or by polling."""
+    payload = {"jobID": job_id, "status": status, "progress": progress, "message": message,
+               "updated": datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+    try:
+        _redis().publish(channel(job_id), json.dumps(payload))
+    except redis.RedisError:
+        pass
+
+
+def sse(job_id: str, load_current: Callable[[], dict], final: tuple[str, ...],
+        keepalive: float = 15.0) -> Iterator[str]:
+    """The current state, then every update until a final state (or the client leaves).
+    It subscribes before reading the current state, so no update falls in between."""
+    pubsub = _redis().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel(job_id))
+    try:
+        current = load_current()
+        yield _frame(current)
+        if current["status"] in final:
+            return
+        while True:
+            message = pubsub.get_message(timeout=keepalive)
+            if message is None:
+                yield ": keep-alive\n\n"
+                continue
+            data = json.loads(message["data"])
+            yield _frame(data)
+            if data["status"] in final:
+                return
+    finally:
+        pubsub.close()
+
+
+def _frame(data: dict) -> str:
+    return f"event: {data['status']}\ndata: {json.dumps(data, default=str)}\n\n"

@@ -1,0 +1,161 @@
+"""Running one job on a worker: claim it, heartbeat, report progress, commit or fail.
+
+Failures are sorted here: bad input fails the job at once with the user's message;
+a database or Redis outage is retried with backoff (after the last attempt the job
+fails and a dead letter keeps inputs, error and traceback); a bug fails it with a
+dead letter; a worker shutting down requeues it; a dismissal stops it cooperatively
+at the next progress step and, past a grace period, by killing the worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+import traceback as tb
+from pathlib import Path
+
+import psycopg
+import redis
+
+from processes.base import ProcessInputError
+from processes.lidar.errors import LidarError
+
+from ..settings import get_settings
+from . import callbacks, commit, events, registry, store
+from .context import WorkerContext
+
+log = logging.getLogger("canopy.jobs")
+
+MAX_ATTEMPTS = int(os.environ.get("CANOPY_JOB_ATTEMPTS", "3"))
+HEARTBEAT_SECONDS = float(os.environ.get("CANOPY_JOB_HEARTBEAT", "1"))
+DISMISS_GRACE_SECONDS = float(os.environ.get("CANOPY_DISMISS_GRACE", "3"))
+TRANSIENT = (psycopg.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+class JobDismissed(Exception):
+    """Raised inside the process (from its progress callback) when the job was dismissed."""
+
+
+class Heartbeat(threading.Thread):
+    """Keeps the job's heartbeat fresh and watches for dismissal; if the process does not
+    stop by itself within the grace period, the worker process is killed (the consumer
+    starts a fresh one)."""
+
+    def __init__(self, job_id: str):
+        super().__init__(daemon=True, name=f"heartbeat-{job_id[:8]}")
+        self.job_id = job_id
+        self.dismissed = threading.Event()
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        dismissed_at = None
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                status = store.heartbeat(self.job_id)
+            except TRANSIENT:
+                continue
+            if status == "dismissed" and dismissed_at is None:
+                dismissed_at = time.monotonic()
+                self.dismissed.set()
+            if dismissed_at is not None and time.monotonic() - dismissed_at > DISMISS_GRACE_SECONDS:
+                log.warning("job %s ignored its dismissal; stopping the worker process", self.job_id)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run_job(job_id: str) -> None:
+    try:
+        job = store.claim(job_id)
+    except TRANSIENT:
+        log.warning("job %s: database unavailable at start; the reaper will requeue it", job_id)
+        return
+    if job is None:
+        return                                   # dismissed, finished, or taken by another worker
+    settings = get_settings()
+    heartbeat = Heartbeat(job_id)
+    ctx = WorkerContext(job, settings, heartbeat.dismissed, JobDismissed)
+    subscriber = (job["inputs"] or {}).get("subscriber")
+    heartbeat.start()
+    try:
+        events.publish(job_id, "running", 0, "running")
+        callbacks.notify(subscriber, "inProgressUri", {"jobID": job_id, "status": "running"})
+        processor = registry.processor(job["process_id"])
+        outcome = processor.run(job["inputs"]["inputs"], ctx)
+        results = commit.commit(job, outcome, ctx)
+        events.publish(job_id, "successful", 100, "done")
+        callbacks.notify(subscriber, "successUri", results)
+    except (JobDismissed, commit.Superseded):
+        events.publish(job_id, "dismissed", job["progress"], "dismissed")
+    except (ProcessInputError, LidarError) as err:
+        _fail(job, str(err), None, dead_letter=False, subscriber=subscriber)
+        _record_failure(job, str(err))
+    except TRANSIENT as err:
+        _retry(job, err, subscriber)
+    except KeyboardInterrupt:
+        # Huey interrupts running tasks when the worker's shutdown grace period is over.
+        try:
+            if store.requeue(job_id, "requeued: its worker was stopped"):
+                from .queue import enqueue
+                enqueue(job_id)
+        finally:
+            raise
+    except Exception as err:  # a bug: fail visibly, keep everything for an operator
+        log.exception("job %s failed", job_id)
+        _fail(job, f"internal error: {err}", tb.format_exc(), dead_letter=True, subscriber=subscriber)
+    finally:
+        heartbeat.stop()
+        ctx.cleanup()
+
+
+def _fail(job: dict, message: str, trace: str | None, *, dead_letter: bool, subscriber: dict | None) -> None:
+    try:
+        store.fail(job["id"], message, traceback=trace, dead_letter=dead_letter)
+    except TRANSIENT:
+        return                                    # the reaper will see the stale heartbeat
+    events.publish(job["id"], "failed", job["progress"], message)
+    callbacks.notify(subscriber, "failedUri", {"jobID": job["id"], "status": "failed", "message": message})
+
+
+def _record_failure(job: dict, message: str) -> None:
+    """Let the process record a bad-input failure on its objects (a scan that cannot be
+    ingested is marked failed, with the reason)."""
+    hook = getattr(registry.processor(job["process_id"]), "failure_artifacts", None)
+    if hook:
+        try:
+            commit.apply(hook(job["inputs"]["inputs"], message), job)
+        except TRANSIENT:
+            log.warning("job %s: could not record its failure on its objects", job["id"])
+
+
+def _retry(job: dict, err: Exception, subscriber: dict | None) -> None:
+    message = f"{type(err).__name__}: {str(err).strip()[:300]}"
+    if job["attempts"] >= MAX_ATTEMPTS:
+        _fail(job, f"gave up after {job['attempts']} attempts: {message}", tb.format_exc(), dead_letter=True,
+              subscriber=subscriber)
+        return
+    delay = min(60.0, 2.0 ** job["attempts"])
+    try:
+        if store.requeue(job["id"], f"retrying in {delay:.0f} s after a transient error: {message}"):
+            from .queue import enqueue
+            enqueue(job["id"], delay=delay)
+    except TRANSIENT:
+        log.warning("job %s: cannot requeue now (%s); the reaper will", job["id"], message)
+
+
+def cleanup_workdirs(root: Path) -> int:
+    """Remove the work directories of jobs that are final (left by killed workers)."""
+    removed = 0
+    if not root.exists():
+        return 0
+    for path in root.iterdir():
+        job = store.get(path.name, check=False)
+        if job is None or job["status"] in store.FINAL:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed

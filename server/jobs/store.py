@@ -1,0 +1,171 @@
+"""Jobs in PostGIS: their state machine, progress, heartbeats and dead letters.
+
+accepted → running → successful | failed | dismissed; a running job whose worker
+died goes back to accepted (the reaper) for a bounded number of attempts.
+Every transition is one conditional UPDATE, so two workers or a worker and a
+dismissal can never both win.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+
+from db.access import Principal, visible_projects, writable_projects
+from db.pool import get_pool
+
+FINAL = ("successful", "failed", "dismissed")
+_COLS = ("identifier, process_id, status, progress, message, created, job_start_datetime, job_end_datetime, "
+         "updated, owner_id, project_id, inputs, results, attempts, error, huey_task_id")
+
+
+def _row(r) -> dict[str, Any]:
+    keys = ("id", "process_id", "status", "progress", "message", "created", "started", "finished", "updated",
+            "owner_id", "project_id", "inputs", "results", "attempts", "error", "huey_task_id")
+    return dict(zip(keys, r))
+
+
+def visible(principal: Principal | None) -> sql.Composable:
+    """Jobs a caller may see: their own, and those of projects they may read."""
+    if principal is not None and principal.is_admin:
+        return sql.SQL("TRUE")
+    own = sql.SQL("owner_id = {}").format(sql.Literal(principal.user_id)) if principal else sql.SQL("FALSE")
+    return sql.SQL("({} OR (project_id IS NOT NULL AND {}))").format(own, visible_projects(principal))
+
+
+def may_dismiss(principal: Principal | None, job: dict) -> bool:
+    if principal is None:
+        return False
+    if principal.is_admin or job["owner_id"] == principal.user_id:
+        return True
+    if job["project_id"] is None:
+        return False
+    stmt = sql.SQL("SELECT EXISTS (SELECT 1 FROM projects WHERE id = {} AND {})").format(
+        sql.Literal(job["project_id"]), writable_projects(principal, column="id"))
+    with get_pool().connection() as conn:
+        return bool(conn.execute(stmt).fetchone()[0])
+
+
+def create(process_id: str, inputs: dict, owner_id: int | None, project_id: int | None,
+           subscriber: dict | None = None) -> str:
+    job_id = uuid.uuid4().hex
+    with get_pool().connection() as conn:
+        conn.execute("INSERT INTO jobs (identifier, process_id, status, progress, message, owner_id, project_id, "
+                     "inputs, location) VALUES (%s, %s, 'accepted', 0, 'queued', %s, %s, %s, %s)",
+                     (job_id, process_id, owner_id, project_id,
+                      json.dumps({"inputs": inputs, "subscriber": subscriber}), None))
+    return job_id
+
+
+def get(job_id: str, principal: Principal | None = None, *, check: bool = True) -> dict | None:
+    where = visible(principal) if check else sql.SQL("TRUE")
+    stmt = sql.SQL(f"SELECT {_COLS} FROM jobs WHERE identifier = {{}} AND {{}}").format(sql.Literal(job_id), where)
+    with get_pool().connection() as conn:
+        row = conn.execute(stmt).fetchone()
+    return _row(row) if row else None
+
+
+def page(principal: Principal | None, *, process_id: str | None, status: str | None, limit: int,
+         before: tuple[datetime, str] | None) -> list[dict]:
+    """Newest first; `before` is the (created, id) of the last job of the previous page."""
+    where = [visible(principal)]
+    if process_id:
+        where.append(sql.SQL("process_id = {}").format(sql.Literal(process_id)))
+    if status:
+        where.append(sql.SQL("status = {}").format(sql.Literal(status)))
+    if before:
+        where.append(sql.SQL("(created, identifier) < ({}, {})").format(sql.Literal(before[0]),
+                                                                        sql.Literal(before[1])))
+    stmt = sql.SQL(f"SELECT {_COLS} FROM jobs WHERE {{}} ORDER BY created DESC, identifier DESC LIMIT {{}}").format(
+        sql.SQL(" AND ").join(where), sql.Literal(limit + 1))
+    with get_pool().connection() as conn:
+        return [_row(r) for r in conn.execute(stmt).fetchall()]
+
+
+def set_task(job_id: str, task_id: str) -> None:
+    with get_pool().connection() as conn:
+        conn.execute("UPDATE jobs SET huey_task_id = %s WHERE identifier = %s", (task_id, job_id))
+
+
+def claim(job_id: str) -> dict | None:
+    """accepted → running for this worker; None when the job is not (or no longer) queued."""
+    with get_pool().connection() as conn:
+        row = conn.execute(
+            f"UPDATE jobs SET status = 'running', attempts = attempts + 1, heartbeat_at = now(), updated = now(), "
+            f"job_start_datetime = coalesce(job_start_datetime, now()), message = 'running' "
+            f"WHERE identifier = %s AND status = 'accepted' RETURNING {_COLS}", (job_id,)).fetchone()
+    return _row(row) if row else None
+
+
+def heartbeat(job_id: str) -> str | None:
+    """Refresh the heartbeat of a running job; returns its status (to notice dismissal)."""
+    with get_pool().connection() as conn:
+        row = conn.execute("UPDATE jobs SET heartbeat_at = now() WHERE identifier = %s AND status = 'running' "
+                           "RETURNING status", (job_id,)).fetchone()
+        if row:
+            return row[0]
+        row = conn.execute("SELECT status FROM jobs WHERE identifier = %s", (job_id,)).fetchone()
+    return row[0] if row else None
+
+
+def progress(job_id: str, percent: int, message: str) -> dict | None:
+    with get_pool().connection() as conn:
+        row = conn.execute("UPDATE jobs SET progress = %s, message = %s, updated = now() "
+                           "WHERE identifier = %s AND status = 'running' RETURNING status, progress, message, updated",
+                           (percent, message[:500], job_id)).fetchone()
+    return dict(zip(("status", "progress", "message", "updated"), row)) if row else None
+
+
+def requeue(job_id: str, message: str) -> bool:
+    """running → accepted (for a retry or after a worker stopped); False if it is final."""
+    with get_pool().connection() as conn:
+        row = conn.execute("UPDATE jobs SET status = 'accepted', message = %s, updated = now() "
+                           "WHERE identifier = %s AND status = 'running' RETURNING 1", (message, job_id)).fetchone()
+    return row is not None
+
+
+def fail(job_id: str, message: str, *, traceback: str | None = None, dead_letter: bool = False) -> None:
+    with get_pool().connection() as conn, conn.transaction():
+        row = conn.execute("UPDATE jobs SET status = 'failed', message = %s, error = %s, traceback = %s, "
+                           "updated = now(), job_end_datetime = now() WHERE identifier = %s "
+                           "AND status IN ('accepted', 'running') RETURNING process_id, inputs, attempts",
+                           (message[:2000], message, traceback, job_id)).fetchone()
+        if row and dead_letter:
+            conn.execute("INSERT INTO dead_letters (job_id, process_id, inputs, error, traceback, attempts) "
+                         "VALUES (%s, %s, %s, %s, %s, %s)",
+                         (job_id, row[0], json.dumps(row[1]), message, traceback, row[2]))
+
+
+def dismiss(job_id: str) -> str | None:
+    """Mark a queued or running job dismissed; returns the status it had."""
+    with get_pool().connection() as conn:
+        row = conn.execute(
+            "UPDATE jobs j SET status = 'dismissed', message = 'dismissed', updated = now(), "
+            "job_end_datetime = now() FROM (SELECT identifier, status FROM jobs WHERE identifier = %s FOR UPDATE) old "
+            "WHERE j.identifier = old.identifier AND j.status IN ('accepted', 'running') RETURNING old.status",
+            (job_id,)).fetchone()
+    return row[0] if row else None
+
+
+def reap(stale_seconds: float, max_attempts: int) -> list[tuple[str, str]]:
+    """Running jobs whose heartbeat went stale (their worker died): back to accepted,
+    or failed with a dead letter after the last attempt. Returns (job id, new status)."""
+    with get_pool().connection() as conn, conn.transaction():
+        rows = conn.execute(
+            "UPDATE jobs SET status = CASE WHEN attempts >= %s THEN 'failed' ELSE 'accepted' END, "
+            "message = CASE WHEN attempts >= %s THEN 'failed: the worker stopped responding on every attempt' "
+            "ELSE 'requeued: the worker stopped responding' END, updated = now(), "
+            "job_end_datetime = CASE WHEN attempts >= %s THEN now() END "
+            "WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => %s) "
+            "RETURNING identifier, status, process_id, inputs, attempts",
+            (max_attempts, max_attempts, max_attempts, stale_seconds)).fetchall()
+        for job_id, status, process_id, inputs, attempts in rows:
+            if status == "failed":
+                conn.execute("INSERT INTO dead_letters (job_id, process_id, inputs, error, attempts) "
+                             "VALUES (%s, %s, %s, 'worker lost on every attempt', %s)",
+                             (job_id, process_id, json.dumps(inputs), attempts))
+    return [(r[0], r[1]) for r in rows]

@@ -1,0 +1,219 @@
+"""OGC API - Processes execution and /jobs, on Canopy's job system.
+
+pygeoapi still lists and describes the processes (`/processes`, `/processes/{id}`);
+execution and jobs are served here because pygeoapi 0.21 runs async jobs on a thread
+in the web process, ignores paging on `/jobs` and cannot stop a running job.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+import jsonschema
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+
+from db.pool import get_pool
+
+from ..auth import policy
+from ..errors import BadRequest, CanopyError, Forbidden, NotFound
+from . import callbacks, events, registry, store
+from .queue import enqueue, revoke
+
+bp = Blueprint("jobs", __name__)
+OGC_EXC = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
+SYNC_MAX_SECONDS = 10.0
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
+
+
+def status_info(job: dict) -> dict:
+    base = current_app.config["CANOPY_SETTINGS"].public_url
+    url = f"{base}/jobs/{job['id']}"
+    links = [{"href": url, "rel": "self", "type": "application/json", "title": "this job"},
+             {"href": f"{url}/events", "rel": "monitor", "type": "text/event-stream", "title": "live progress"}]
+    if job["status"] == "successful":
+        links.append({"href": f"{url}/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results",
+                      "type": "application/json", "title": "results"})
+    return {"type": "process", "jobID": job["id"], "processID": job["process_id"], "status": job["status"],
+            "message": job["message"], "progress": job["progress"], "created": _iso(job["created"]),
+            "started": _iso(job["started"]), "finished": _iso(job["finished"]), "updated": _iso(job["updated"]),
+            "links": links}
+
+
+def absolute_links(value):
+    """Results keep links relative to the API root; serve them absolute."""
+    base = current_app.config["CANOPY_SETTINGS"].public_url
+    if isinstance(value, dict):
+        return {k: (base + v if k in ("href", "tilejson", "feature") and isinstance(v, str) and v.startswith("/")
+                    else absolute_links(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [absolute_links(v) for v in value]
+    return value
+
+
+def _validate_inputs(metadata: dict, given: object) -> dict:
+    """Inputs checked against the process description: unknown, missing and out of
+    bounds inputs are 400s; defaults filled in."""
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise BadRequest("inputs must be an object")
+    described = metadata.get("inputs", {})
+    unknown = sorted(set(given) - set(described))
+    if unknown:
+        raise BadRequest(f"unknown input(s) {', '.join(unknown)}; this process takes: {', '.join(described)}",
+                         code="InvalidParameterValue")
+    inputs = {}
+    for name, spec in described.items():
+        schema = spec.get("schema", {})
+        if name not in given:
+            if spec.get("minOccurs", 1) >= 1:
+                raise BadRequest(f"input {name!r} is required", code="MissingParameterValue")
+            if "default" in schema:
+                inputs[name] = schema["default"]
+            continue
+        try:
+            jsonschema.validate(given[name], schema)
+        except jsonschema.ValidationError as err:
+            raise BadRequest(f"input {name!r}: {err.message}")
+        inputs[name] = given[name]
+    return inputs
+
+
+def _scan_project(scan_id: int) -> int:
+    with get_pool().connection() as conn:
+        row = conn.execute("SELECT project_id FROM scans WHERE id = %s", (scan_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no scan {scan_id}")
+    return row[0]
+
+
+@bp.post("/processes/<process_id>/execution")
+def execute(process_id: str):
+    definition = registry.definitions().get(process_id)
+    if definition is None:
+        raise NotFound(f"no process {process_id!r}", code="NoSuchProcess")
+    principal = policy.require_user()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("send a JSON execute request: {\"inputs\": {...}}")
+    processor = registry.processor(process_id)
+    inputs = _validate_inputs(processor.metadata, body.get("inputs"))
+    project_id = None
+    if "scan" in inputs:
+        project_id = _scan_project(inputs["scan"])
+        try:
+            policy.require_project(project_id, policy.WRITE)
+        except NotFound:
+            raise NotFound(f"no scan {inputs['scan']}")
+    try:
+        subscriber = callbacks.validate(body.get("subscriber"))
+    except ValueError as err:
+        raise BadRequest(str(err))
+    job_id = store.create(process_id, inputs, principal.user_id, project_id, subscriber)
+    wants_async = "respond-async" in request.headers.get("Prefer", "")
+    if not wants_async and processor.sync and float(inputs.get("delay", 0)) <= SYNC_MAX_SECONDS:
+        from .runner import run_job
+        run_job(job_id)                   # small and fast: run it here, same code path as a worker
+        job = store.get(job_id, check=False)
+        if job["status"] == "successful":
+            return jsonify(absolute_links(job["results"]))
+        raise CanopyError(job["message"] or "the process failed", status=400, code="ProcessFailed")
+    enqueue(job_id)
+    job = store.get(job_id, check=False)
+    headers = {"Location": status_info(job)["links"][0]["href"]}
+    if wants_async:
+        headers["Preference-Applied"] = "respond-async"
+    return jsonify(status_info(job)), 201, headers
+
+
+def _job_or_404(job_id: str) -> dict:
+    job = store.get(job_id, policy.current())
+    if job is None:
+        raise NotFound(f"no job {job_id}", code="no-such-job")
+    return job
+
+
+@bp.get("/jobs")
+def list_jobs():
+    args = request.args
+    unknown = set(args) - {"limit", "cursor", "processID", "status", "f"}
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    try:
+        limit = int(args.get("limit", 100))
+    except ValueError:
+        raise BadRequest("limit must be an integer")
+    if not 1 <= limit <= 1000:
+        raise BadRequest("limit must be between 1 and 1000")
+    status = args.get("status")
+    if status and status not in ("accepted", "running", "successful", "failed", "dismissed"):
+        raise BadRequest(f"unknown status {status!r}")
+    before = None
+    if args.get("cursor"):
+        try:
+            created, ident = json.loads(base64.urlsafe_b64decode(args["cursor"] + "=="))
+            before = (datetime.fromisoformat(created), str(ident))
+        except (ValueError, TypeError):
+            raise BadRequest("cursor is not one this server made")
+    rows = store.page(policy.current(), process_id=args.get("processID"), status=status, limit=limit,
+                      before=before)
+    more, rows = len(rows) > limit, rows[:limit]
+    base = current_app.config["CANOPY_SETTINGS"].public_url
+    links = [{"href": f"{base}/jobs", "rel": "self", "type": "application/json"}]
+    if more:
+        cursor = base64.urlsafe_b64encode(json.dumps([rows[-1]["created"].isoformat(), rows[-1]["id"]]).encode())
+        params = {k: v for k, v in args.items() if k != "cursor"}
+        params["cursor"] = cursor.decode().rstrip("=")
+        from urllib.parse import urlencode
+        links.append({"href": f"{base}/jobs?{urlencode(params)}", "rel": "next", "type": "application/json"})
+    return jsonify(jobs=[status_info(j) for j in rows], links=links)
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str):
+    return jsonify(status_info(_job_or_404(job_id)))
+
+
+@bp.delete("/jobs/<job_id>")
+def dismiss_job(job_id: str):
+    job = _job_or_404(job_id)
+    if not store.may_dismiss(policy.current(), job):
+        if policy.current() is None:
+            policy.require_user()
+        raise Forbidden("only the job's owner, an editor of its project or an administrator may dismiss it")
+    previous = store.dismiss(job_id)
+    if previous == "accepted":
+        revoke(job["huey_task_id"])      # never starts; the worker would skip it anyway
+    if previous is not None:
+        events.publish(job_id, "dismissed", job["progress"], "dismissed")
+    return jsonify(status_info(store.get(job_id, check=False)))
+
+
+@bp.get("/jobs/<job_id>/results")
+def job_results(job_id: str):
+    job = _job_or_404(job_id)
+    if job["status"] == "successful":
+        return jsonify(absolute_links(job["results"]))
+    if job["status"] == "failed":
+        raise CanopyError(job["message"] or "the job failed", status=422, code="ProcessFailed")
+    raise NotFound(f"job {job_id} is {job['status']}: no results", code="result-not-ready")
+
+
+@bp.get("/jobs/<job_id>/events")
+def job_events(job_id: str):
+    _job_or_404(job_id)
+    principal = policy.current()
+
+    def load() -> dict:
+        job = store.get(job_id, principal)
+        return {"jobID": job_id, "status": job["status"], "progress": job["progress"], "message": job["message"],
+                "updated": _iso(job["updated"])}
+
+    stream = events.sse(job_id, load, store.FINAL)
+    return Response(stream_with_context(stream), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

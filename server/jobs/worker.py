@@ -1,0 +1,67 @@
+"""`python -m server worker`: the Huey consumer, plus the reaper.
+
+SIGTERM is a graceful stop (containers and systemd send it): running tasks get
+`CANOPY_WORKER_GRACE` seconds to finish, then they are interrupted and requeued.
+Process workers, so that a dismissed job that ignores its dismissal can be
+stopped by killing its worker process (the consumer replaces it). The reaper
+thread requeues jobs whose worker died (stale heartbeat) and removes their work
+directories; every worker machine runs one, and its SQL is safe to run concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from huey.consumer import Consumer
+
+from ..settings import get_settings
+from . import store
+from .context import workdirs_root
+from .queue import enqueue, huey
+from .runner import MAX_ATTEMPTS, cleanup_workdirs
+
+log = logging.getLogger("canopy.worker")
+STALE_SECONDS = float(os.environ.get("CANOPY_JOB_STALE", "10"))
+REAP_EVERY = float(os.environ.get("CANOPY_REAP_EVERY", "5"))
+
+
+def reap_once() -> None:
+    for job_id, status in store.reap(STALE_SECONDS, MAX_ATTEMPTS):
+        log.warning("job %s had a stale heartbeat: %s", job_id, "requeued" if status == "accepted" else status)
+        if status == "accepted":
+            enqueue(job_id)
+    cleanup_workdirs(workdirs_root(get_settings()))
+
+
+class _Reaper(threading.Thread):
+    def __init__(self, stop: threading.Event):
+        super().__init__(daemon=True, name="reaper")
+        self.stop = stop
+
+    def run(self) -> None:
+        while not self.stop.wait(REAP_EVERY):
+            try:
+                reap_once()
+            except Exception:  # the reaper must outlive database and Redis outages
+                log.exception("reaper pass failed")
+
+
+class CanopyConsumer(Consumer):
+    def start(self):
+        super().start()                       # forks the workers first, then the reaper thread
+        self._reaper_stop = threading.Event()
+        _Reaper(self._reaper_stop).start()
+
+    def stop(self, graceful=False):
+        getattr(self, "_reaper_stop", threading.Event()).set()
+        super().stop(graceful=graceful)
+
+
+def run(workers: int) -> None:
+    grace = float(os.environ.get("CANOPY_WORKER_GRACE", "30"))
+    consumer = CanopyConsumer(huey, workers=workers, worker_type="process", periodic=False,
+                              graceful_signal="TERM", shutdown_timeout=grace, health_check_interval=1,
+                              initial_delay=0.01, max_delay=0.1, backoff=1.1)
+    consumer.run()
