@@ -46,7 +46,8 @@ class IngestScanProcessor(CanopyProcess):
         }
         return Outcome(outputs={"point_count": values["point_count"], "crs_epsg": facts["crs_epsg"],
                                 "density_pts_m2": values["density_pts_m2"]},
-                       artifacts=[{"kind": "scan", "scan_id": scan.id, "values": values}])
+                       artifacts=[{"kind": "scan", "scan_id": scan.id, "values": values,
+                                   "file_count": len(scan.files)}])
 
     def failure_artifacts(self, inputs: dict, message: str) -> list[dict]:
         """A scan that cannot be ingested is marked failed with the reason."""

@@ -6,7 +6,7 @@ import importlib
 
 from flask import Flask
 
-from . import auth, errors, features, health, jobs, logs, pygeoapi_speedups
+from . import auth, errors, features, health, jobs, logs, pygeoapi_speedups, uploads
 from .pygeoapi_config import prepare
 from .settings import Settings, get_settings
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     features.register(app)      # before pygeoapi: its /conformance and PATCH take precedence
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.views.bp)   # before pygeoapi: execution and /jobs run on Huey
+    app.register_blueprint(uploads.views.bp)
     app.register_blueprint(flask_app.BLUEPRINT)
 
     @app.after_request

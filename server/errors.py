@@ -56,8 +56,14 @@ class Unavailable(CanopyError):
     status, code = 503, "ServiceUnavailable"
 
 
+_EXTRA_STATUSES = {460: "Checksum Mismatch"}
+
+
 def problem(status: int, detail: str, code: str | None = None, headers: dict | None = None) -> Response:
-    title = HTTPStatus(status).phrase
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:                      # statuses of extensions, e.g. tus's 460
+        title = _EXTRA_STATUSES.get(status, "Error")
     body = {"type": f"https://httpstatuses.io/{status}" if code is None else
             f"urn:canopy:error:{code}",
             "title": title, "status": status, "detail": detail, "instance": request.path,

@@ -11,6 +11,9 @@ zq5..zq95, zpcum1..zpcum9, itot, imax, imean, isd, iskew, ikurt, ipground,
 ipcumzq10..ipcumzq90, p1th..p5th, pground, n, cover (% of first returns above
 2 m), gap (% of last returns at or below 2 m), rumple, lai (sum of the LAD
 profile).
+
+Written here because no Python library implements lidR's metric sets; the
+tests check every value against a direct numpy computation of the definition.
 """
 from __future__ import annotations
 

@@ -228,7 +228,8 @@ def inspect(path: str | os.PathLike, *, crs=None) -> dict:
         (minx, miny, minz, maxx, maxy, maxz), ``scales``, ``offsets``,
         ``crs_wkt``, ``crs_epsg``, ``crs_error`` (why the CRS is unusable, or
         None), ``units`` (metres per horizontal unit), ``has_ground_class``
-        (from the per-class point counts of LAS 1.4 / None when unknown),
+        (True when the first chunk holds class 2 points, False for an empty
+        file, None when unknown without decoding more),
         ``is_copc``, ``compressed``, ``file_size``, ``warnings``.
 
     Raises
@@ -288,8 +289,13 @@ def inspect(path: str | os.PathLike, *, crs=None) -> dict:
         except CorruptFile as exc:
             sequential_only = True
             warnings.append(f"{exc}; the file will be read with the sequential decoder")
+    has_ground = None
     if raw.point_count:
-        first = read_probe(path, 0, 1, sequential=sequential_only)
+        # the first chunk (<= 50 000 points) is decoded anyway: it tells whether ground is classified
+        first = read_probe(path, 0, min(raw.point_count, 50_000), sequential=sequential_only)
+        if len(first) and np.any(np.asarray(first.classification) == 2):
+            has_ground = True
+        first = first[:1]
         if len(first) != 1:
             raise TruncatedFile(f"{path.name}: the header promises {raw.point_count:,} points but none can be read")
         probes = [first]
@@ -316,9 +322,6 @@ def inspect(path: str | os.PathLike, *, crs=None) -> dict:
     except UnknownCRS as exc:
         crs_error = str(exc)
 
-    has_ground = None
-    if raw.version >= (1, 4) and raw.point_count:
-        has_ground = None  # LAS 1.4 has no per-class counts either; unknown without decoding
     if raw.point_count == 0:
         has_ground = False
     return {

@@ -99,8 +99,12 @@ def _scan(conn: Connection, art: dict, job: dict) -> list[str]:
     values = dict(art["values"])
     footprint = values.pop("footprint_wkt4326", None)
     cols = ", ".join(f"{k} = %s" for k in values)
+    # an ingestion that saw fewer files than the scan has now (a tile arrived meanwhile)
+    # leaves the scan to the ingestion queued by that tile
+    files = art.get("file_count")
     conn.execute(f"UPDATE scans SET {cols}, footprint = coalesce(ST_GeomFromText(%s, 4326), footprint) "
-                 f"WHERE id = %s", (*values.values(), footprint, art["scan_id"]))
+                 f"WHERE id = %s AND (%s::int IS NULL OR (SELECT count(*) FROM scan_files WHERE scan_id = %s) = %s)",
+                 (*values.values(), footprint, art["scan_id"], files, art["scan_id"], files))
     return []
 
 

@@ -17,6 +17,8 @@ import threading
 from huey.consumer import Consumer
 
 from ..settings import get_settings
+from ..storage import open_storage
+from ..uploads.complete import purge_expired
 from . import store
 from .context import workdirs_root
 from .queue import enqueue, huey
@@ -32,7 +34,11 @@ def reap_once() -> None:
         log.warning("job %s had a stale heartbeat: %s", job_id, "requeued" if status == "accepted" else status)
         if status == "accepted":
             enqueue(job_id)
-    cleanup_workdirs(workdirs_root(get_settings()))
+    settings = get_settings()
+    cleanup_workdirs(workdirs_root(settings))
+    purged = purge_expired(open_storage(settings.storage_url))
+    if purged:
+        log.info("purged %d expired uploads", purged)
 
 
 class _Reaper(threading.Thread):
