@@ -24,7 +24,7 @@ class CanopyManager(BaseManager):
         return {"jobs": [self._as_pygeoapi(j) for j in rows], "numberMatched": len(rows)}
 
     def add_job(self, job_metadata: dict) -> str:
-        return store.create(job_metadata["process_id"], {}, None, None)
+        return store.create(job_metadata["process_id"], {}, None, None)["id"]
 
     def update_job(self, job_id: str, update_dict: dict) -> bool:
         return True    # state moves only through server/jobs/store.py

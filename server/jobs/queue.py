@@ -8,11 +8,13 @@ carry a job id and find everything else in the table.
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta, timezone
 
 from huey import RedisHuey
 
+# blocking: workers wait on BRPOP, so an idle worker picks a job up at once (no polling delay)
 huey = RedisHuey("canopy", url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0", results=True,
-                 store_none=False, utc=True)
+                 store_none=False, utc=True, blocking=True, read_timeout=1)
 
 
 @huey.task(name="canopy.run_job")
@@ -21,13 +23,25 @@ def run_job_task(job_id: str) -> None:
     run_job(job_id)
 
 
+def task_for(job_id: str, delay: float = 0):
+    """The Huey task that will run a job (its id can be stored with the job first)."""
+    task = run_job_task.s(job_id)
+    if delay:
+        task.eta = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(seconds=delay)
+    return task
+
+
+def push(task) -> None:
+    huey.enqueue(task)
+
+
 def enqueue(job_id: str, delay: float = 0) -> str:
-    """Queue a job's execution; returns the Huey task id."""
+    """Queue an existing job's (re-)execution, recording the task id on it."""
     from . import store
-    result = run_job_task.schedule((job_id,), delay=delay) if delay else run_job_task(job_id)
-    task_id = result.id
-    store.set_task(job_id, task_id)
-    return task_id
+    task = task_for(job_id, delay)
+    store.set_task(job_id, task.id)
+    push(task)
+    return task.id
 
 
 def revoke(task_id: str | None) -> None:

@@ -50,15 +50,20 @@ def may_dismiss(principal: Principal | None, job: dict) -> bool:
         return bool(conn.execute(stmt).fetchone()[0])
 
 
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
 def create(process_id: str, inputs: dict, owner_id: int | None, project_id: int | None,
-           subscriber: dict | None = None) -> str:
-    job_id = uuid.uuid4().hex
+           subscriber: dict | None = None, *, job_id: str | None = None, task_id: str | None = None) -> dict:
+    """A new job, `accepted`; returns its row."""
     with get_pool().connection() as conn:
-        conn.execute("INSERT INTO jobs (identifier, process_id, status, progress, message, owner_id, project_id, "
-                     "inputs, location) VALUES (%s, %s, 'accepted', 0, 'queued', %s, %s, %s, %s)",
-                     (job_id, process_id, owner_id, project_id,
-                      json.dumps({"inputs": inputs, "subscriber": subscriber}), None))
-    return job_id
+        row = conn.execute(f"INSERT INTO jobs (identifier, process_id, status, progress, message, owner_id, "
+                           f"project_id, inputs, huey_task_id) VALUES (%s, %s, 'accepted', 0, 'queued', %s, %s, %s, "
+                           f"%s) RETURNING {_COLS}",
+                           (job_id or new_id(), process_id, owner_id, project_id,
+                            json.dumps({"inputs": inputs, "subscriber": subscriber}), task_id)).fetchone()
+    return _row(row)
 
 
 def get(job_id: str, principal: Principal | None = None, *, check: bool = True) -> dict | None:

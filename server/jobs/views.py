@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime
+from functools import lru_cache
 
 import jsonschema
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
@@ -19,7 +20,7 @@ from db.pool import get_pool
 from ..auth import policy
 from ..errors import BadRequest, CanopyError, Forbidden, NotFound
 from . import callbacks, events, registry, store
-from .queue import enqueue, revoke
+from .queue import push, revoke, task_for
 
 bp = Blueprint("jobs", __name__)
 OGC_EXC = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
@@ -55,7 +56,17 @@ def absolute_links(value):
     return value
 
 
-def _validate_inputs(metadata: dict, given: object) -> dict:
+@lru_cache(maxsize=512)
+def _validator_cached(process_id: str, name: str, schema_json: str):
+    schema = json.loads(schema_json)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def _validator(process_id: str, name: str, schema: dict):
+    return _validator_cached(process_id, name, json.dumps(schema, sort_keys=True))
+
+
+def _validate_inputs(process_id: str, metadata: dict, given: object) -> dict:
     """Inputs checked against the process description: unknown, missing and out of
     bounds inputs are 400s; defaults filled in."""
     if given is None:
@@ -76,10 +87,9 @@ def _validate_inputs(metadata: dict, given: object) -> dict:
             if "default" in schema:
                 inputs[name] = schema["default"]
             continue
-        try:
-            jsonschema.validate(given[name], schema)
-        except jsonschema.ValidationError as err:
-            raise BadRequest(f"input {name!r}: {err.message}")
+        error = jsonschema.exceptions.best_match(_validator(process_id, name, schema).iter_errors(given[name]))
+        if error is not None:
+            raise BadRequest(f"input {name!r}: {error.message}")
         inputs[name] = given[name]
     return inputs
 
@@ -102,7 +112,7 @@ def execute(process_id: str):
     if not isinstance(body, dict):
         raise BadRequest("send a JSON execute request: {\"inputs\": {...}}")
     processor = registry.processor(process_id)
-    inputs = _validate_inputs(processor.metadata, body.get("inputs"))
+    inputs = _validate_inputs(process_id, processor.metadata, body.get("inputs"))
     project_id = None
     if "scan" in inputs:
         project_id = _scan_project(inputs["scan"])
@@ -114,17 +124,20 @@ def execute(process_id: str):
         subscriber = callbacks.validate(body.get("subscriber"))
     except ValueError as err:
         raise BadRequest(str(err))
-    job_id = store.create(process_id, inputs, principal.user_id, project_id, subscriber)
     wants_async = "respond-async" in request.headers.get("Prefer", "")
-    if not wants_async and processor.sync and float(inputs.get("delay", 0)) <= SYNC_MAX_SECONDS:
+    run_here = not wants_async and processor.sync and float(inputs.get("delay", 0)) <= SYNC_MAX_SECONDS
+    job_id = store.new_id()
+    task = None if run_here else task_for(job_id)
+    job = store.create(process_id, inputs, principal.user_id, project_id, subscriber, job_id=job_id,
+                       task_id=task.id if task else None)
+    if run_here:
         from .runner import run_job
         run_job(job_id)                   # small and fast: run it here, same code path as a worker
         job = store.get(job_id, check=False)
         if job["status"] == "successful":
             return jsonify(absolute_links(job["results"]))
         raise CanopyError(job["message"] or "the process failed", status=400, code="ProcessFailed")
-    enqueue(job_id)
-    job = store.get(job_id, check=False)
+    push(task)
     headers = {"Location": status_info(job)["links"][0]["href"]}
     if wants_async:
         headers["Preference-Applied"] = "respond-async"

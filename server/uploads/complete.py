@@ -81,7 +81,7 @@ def finish(upload: dict, storage: LocalStorage) -> dict[str, str]:
                      "WHERE id = %s", (scan_id, scan_id))
         conn.execute("UPDATE uploads SET completed_at = now(), storage_path = %s, metadata = metadata || %s "
                      "WHERE id = %s", (key, json.dumps({"scan": scan_id, "sha256": digest}), upload["id"]))
-    job_id = jobs.create("ingest-scan", {"scan": scan_id}, upload["owner_id"], upload["project_id"])
+    job_id = jobs.create("ingest-scan", {"scan": scan_id}, upload["owner_id"], upload["project_id"])["id"]
     enqueue(job_id)
     return {"Canopy-Scan": f"{base}/collections/scans/items/{scan_id}", "Canopy-Job": f"{base}/jobs/{job_id}"}
 
