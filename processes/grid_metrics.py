@@ -1,12 +1,16 @@
-"""`grid-metrics`: Area-based metrics per grid cell (lidR standard height set, cover, rumple...), one raster band per metric."""
+"""`grid-metrics`: Area-based metrics per grid cell (lidR's standard height set, cover, rumple...), one raster band per metric."""
 
 from __future__ import annotations
 
 from .base import CanopyProcess
-from .lidar_job import (COMMON_INPUTS, CROWN_INPUTS, GROUND_INPUTS, TREE_INPUTS, ProductProcess, link_output,  # noqa: F401
-                        metadata, resolution_input)
+from .lidar_job import (COMMON_INPUTS, GROUND_INPUTS, ProductProcess, link_output, metadata,
+                        resolution_input)
 
-PROCESS_METADATA = metadata("grid-metrics", "Grid metrics", "Area-based metrics per grid cell (lidR standard height set, cover, rumple...), one raster band per metric.", {**COMMON_INPUTS, **GROUND_INPUTS, **resolution_input(20, "metrics grid")}, {"metrics": link_output("Grid metrics (COG)")})
+PROCESS_METADATA = metadata(
+    "grid-metrics", "Grid metrics",
+    "Area-based metrics per grid cell (lidR's standard height set, cover, rumple...), one raster band per metric.",
+    {**COMMON_INPUTS, **GROUND_INPUTS, **resolution_input(20, "metrics grid")},
+    {"metrics": link_output("Grid metrics (COG, one band per metric)")})
 
 
 class GridMetricsProcessor(ProductProcess, CanopyProcess):

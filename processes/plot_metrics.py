@@ -4,7 +4,8 @@ stored on the plot (`metrics`)."""
 from __future__ import annotations
 
 from .base import CanopyProcess, JobContext, Outcome
-from .lidar_job import COMMON_INPUTS, GROUND_INPUTS, link_output, metadata, params_from, plot_metrics_artifact, plots_input
+from .lidar_job import (COMMON_INPUTS, GROUND_INPUTS, link_output, metadata, params_from, plot_metrics_artifact,
+                        plots_input)
 
 PROCESS_METADATA = metadata(
     "plot-metrics", "Plot metrics",

@@ -25,7 +25,7 @@ fi
 if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
   echo "bootstrap: creating the virtualenv"
   python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q --upgrade pip 2> >(grep -v '^WARNING: Location' >&2)
+  .venv/bin/pip install -q -e '.[test]' 2> >(grep -v '^WARNING: Location' >&2)
   touch .venv/.installed
 fi

@@ -6,7 +6,7 @@ import importlib
 
 from flask import Flask
 
-from . import auth, errors, features, health, jobs, logs, pygeoapi_speedups, uploads
+from . import auth, errors, features, health, jobs, landing, logs, pygeoapi_speedups, uploads
 from .pygeoapi_config import prepare
 from .settings import Settings, get_settings
 
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.register(app, settings)  # sets g.principal before the features layer reads it
     features.register(app)      # before pygeoapi: its /conformance and PATCH take precedence
     app.register_blueprint(health.bp)
+    landing.register(app)
     app.register_blueprint(jobs.views.bp)   # before pygeoapi: execution and /jobs run on Huey
     app.register_blueprint(uploads.views.bp)
     app.register_blueprint(flask_app.BLUEPRINT)

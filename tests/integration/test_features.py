@@ -312,7 +312,7 @@ def test_put_with_bad_geometry(server, db, project, editor):
 
 def test_landing_page_and_conformance(server):
     rels = {l["rel"] for l in requests.get(f"{server}/?f=json").json()["links"]}
-    assert {"service-desc", "data", "conformance"} <= rels
+    assert {"service-desc", "data", "conformance", "auth", "uploads", "projects", "health"} <= rels
     conf = set(requests.get(f"{server}/conformance").json()["conformsTo"])
     assert "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter" in conf
     assert "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter" in conf

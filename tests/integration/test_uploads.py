@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import shutil
 import socket
 import subprocess
@@ -21,7 +20,6 @@ from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
 from processes.lidar.synthetic import make_forest, write_las
-from tests.integration.test_jobs import _wait
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
