@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from datetime import datetime, timedelta, timezone
@@ -40,7 +41,16 @@ def world(db_url, make_user, server):
                                   ("editor", "viewer", {pub: "editor", priv: "editor"}),
                                   ("owner", "analyst", {pub: "owner", priv: "owner"}),
                                   ("admin", "admin", {})):
-        users[caller] = {"Authorization": f"Bearer {make_user(role, members).token}"}
+        user = make_user(role, members)
+        users[caller] = {"Authorization": f"Bearer {user.token}"}
+        if caller == "owner":
+            for vis in ("public", "private"):
+                objects[vis]["owner_id"] = user.id
+                meta = ",".join(f"{k} {base64.b64encode(str(v).encode()).decode()}" for k, v in
+                                {"filename": "o.laz", "project": objects[vis]["project"], "name": "o"}.items())
+                objects[vis]["upload"] = requests.post(
+                    f"{server}/uploads", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "1000",
+                                                  "Upload-Metadata": meta, **users[caller]}).headers["Location"]
     objects["users"] = users
     return objects
 
@@ -88,6 +98,20 @@ def _request(family: str, server: str, db_url: str, objs: dict, headers: dict) -
                             headers=headers).status_code
     if family == "admin users":
         return requests.get(f"{server}/admin/users", headers=headers).status_code
+    if family in ("get job", "dismiss job"):
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            job = conn.execute("INSERT INTO jobs (identifier, process_id, status, owner_id, project_id, inputs) "
+                               "VALUES (md5(random()::text), 'echo', 'accepted', %s, %s, '{}') RETURNING identifier",
+                               (objs["owner_id"], pid)).fetchone()[0]
+        method = requests.get if family == "get job" else requests.delete
+        return method(f"{server}/jobs/{job}", headers=headers).status_code
+    if family == "upload to project":
+        meta = ",".join(f"{k} {base64.b64encode(str(v).encode()).decode()}" for k, v in
+                        {"filename": "m.laz", "project": pid, "name": "m"}.items())
+        return requests.post(f"{server}/uploads", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "1000",
+                                                           "Upload-Metadata": meta, **headers}).status_code
+    if family == "someone's upload":
+        return requests.head(objs["upload"], headers={"Tus-Resumable": "1.0.0", **headers}).status_code
     raise AssertionError(family)
 
 
@@ -104,6 +128,10 @@ MATRIX = {
     "get project":    [(200, 404), (200, 404), (200, 200), (200, 200), (200, 200), (200, 200)],
     "manage members": [(401, 404), (403, 404), (403, 403), (403, 403), (200, 200), (200, 200)],
     "admin users":    [(401, 401), (403, 403), (403, 403), (403, 403), (403, 403), (200, 200)],
+    "get job":        [(200, 404), (200, 404), (200, 200), (200, 200), (200, 200), (200, 200)],
+    "dismiss job":    [(401, 404), (403, 404), (403, 403), (200, 200), (200, 200), (200, 200)],
+    "upload to project": [(401, 401), (403, 404), (403, 403), (201, 201), (201, 201), (201, 201)],
+    "someone's upload": [(401, 401), (404, 404), (404, 404), (404, 404), (200, 200), (200, 200)],
 }
 
 
