@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
 import multiprocessing as mp
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -35,7 +34,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.devservices import LocalPostgres, LocalRedis, free_port  # noqa: E402
+from bench.stack import canopy, private_stack, status_of, wait_until_up  # noqa: E402
+from server.devservices import free_port  # noqa: E402
 
 BBOX = (-122.55, 49.45, -122.45, 49.55)      # 1 % of the 1° x 1° area the plots cover
 
@@ -94,7 +94,7 @@ def _summarise(latencies: list[float], seconds: float, errors: int) -> dict:
 
 def measure_http(base: str, paths: list[str], seconds: float, concurrency: int) -> dict:
     for path in paths[:3]:                       # warm up each worker's connection and caches
-        _client_once(base, path)
+        status_of(base, path)
     queue: mp.Queue = mp.Queue()
     procs = [mp.Process(target=_client, args=(base, paths, seconds, queue)) for _ in range(concurrency)]
     for p in procs:
@@ -103,15 +103,6 @@ def measure_http(base: str, paths: list[str], seconds: float, concurrency: int) 
     for p in procs:
         p.join()
     return _summarise([l for r in results for l in r[0]], seconds, sum(r[1] for r in results))
-
-
-def _client_once(base: str, path: str) -> int:
-    parsed = urlparse(base)
-    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
-    conn.request("GET", path)
-    resp = conn.getresponse()
-    resp.read()
-    return resp.status
 
 
 # -- the raw SQL floor ---------------------------------------------------------------------------
@@ -155,32 +146,6 @@ def measure_raw(url: str, sql: str, params: dict, seconds: float, concurrency: i
 
 # -- servers -----------------------------------------------------------------------------------
 
-def _wait(base: str, path: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server for {base} exited")
-        try:
-            if _client_once(base, path) == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{base} did not come up")
-
-
-def start_canopy(db_url: str, redis_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, PORT=str(port), HOST="127.0.0.1",
-               CANOPY_RUN_DIR=str(workdir / "canopy-run"), CANOPY_DATA_DIR=str(workdir),
-               CANOPY_LOG_LEVEL="WARNING", CANOPY_JWT_SECRET="bench-" + "x" * 32)
-    proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--workers", "2"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    _wait(base, "/healthz", proc)
-    return proc, base
-
-
 def start_stock_pygeoapi(db_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
     """pygeoapi 0.21 as shipped: its PostgreSQL provider on the same plots table."""
     from pygeoapi.openapi import get_oas
@@ -218,7 +183,7 @@ def start_stock_pygeoapi(db_url: str, workdir: Path) -> tuple[subprocess.Popen, 
                              "pygeoapi.flask_app:APP"], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    _wait(base, "/collections/plots/items?limit=1", proc)
+    wait_until_up(base, "/collections/plots/items?limit=1", proc)
     return proc, base
 
 
@@ -256,15 +221,8 @@ def main() -> None:
     parser.add_argument("--skip-stock", action="store_true")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-features-", dir=ROOT / ".data" if (ROOT / ".data").exists()
-                                    else None))
-    workdir.chmod(0o755)   # the postgres system user must reach its data directory
-    pg, rd = LocalPostgres(workdir / "pg"), LocalRedis(workdir / "redis", persist=False)
-    procs = []
-    try:
-        db_url, redis_url = pg.start(), rd.start()
-        from db.migrate import migrate
-        migrate(db_url)
+    with private_stack("bench-features-") as stack, contextlib.ExitStack() as servers:
+        db_url, workdir = stack.db, stack.work
         t0 = time.perf_counter()
         load_plots(db_url, args.plots)
         print(f"loaded {args.plots:,} plots in {time.perf_counter() - t0:.1f} s")
@@ -280,14 +238,11 @@ def main() -> None:
                        "deep page": f"/collections/plots/items?limit=100&offset={deep}",
                        "1% bbox": f"/collections/plots/items?limit=100&bbox={bbox}"}
         raw_params = {"key": deep_key, "x0": BBOX[0], "y0": BBOX[1], "x1": BBOX[2], "y1": BBOX[3]}
-
-        canopy, canopy_base = start_canopy(db_url, redis_url, workdir)
-        procs.append(canopy)
+        _, canopy_base = servers.enter_context(canopy(stack))
         stock_base = None
         if not args.skip_stock:
-            stock, stock_base = start_stock_pygeoapi(db_url, workdir)
-            procs.append(stock)
-
+            stock_proc, stock_base = start_stock_pygeoapi(db_url, workdir)
+            servers.callback(lambda: (stock_proc.send_signal(signal.SIGTERM), stock_proc.wait(30)))
         print(f"\n{args.seconds:g} s per cell, 2 gunicorn workers per server, {os.cpu_count()} cores; "
               "the load generator runs on the same cores\n")
         header = (f"{'conc':>4s} {'request':12s} {'server':10s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
@@ -309,13 +264,6 @@ def main() -> None:
                           f"{r['p99']:8.1f} {ratio}{err}")
         print()
         explain(db_url, deep_key)
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        rd.stop()
-        pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,8 @@ import argparse
 import base64
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,8 +25,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.features import start_canopy  # noqa: E402
-from server.devservices import LocalPostgres, LocalRedis  # noqa: E402
+from bench.stack import add_user, canopy, private_stack  # noqa: E402
 
 
 def rss_kb(pid: int, field: str) -> int:
@@ -65,73 +62,63 @@ def main() -> None:
     ap.add_argument("--gb", type=float, default=2.0)
     ap.add_argument("--chunk-mb", type=int, default=256)
     args = ap.parse_args()
-    (ROOT / ".data").mkdir(exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-uploads-", dir=ROOT / ".data"))
-    work.chmod(0o755)
     size = int(args.gb * (1 << 30))
-    src = work / "source.bin"
-    block = os.urandom(64 << 20)
-    with open(src, "wb") as fh:
-        for _ in range(size // len(block)):
-            fh.write(block)
-        fh.write(block[: size % len(block)])
-    pg, rd = LocalPostgres(work / "pg"), LocalRedis(work / "redis", persist=False)
-    web = None
-    try:
+    os.environ["CANOPY_UPLOAD_QUOTA_BYTES"] = str(size * 2)
+    with private_stack("bench-uploads-") as stack:
+        src = stack.work / "source.bin"
+        block = os.urandom(64 << 20)
+        with open(src, "wb") as fh:
+            for _ in range(size // len(block)):
+                fh.write(block)
+            fh.write(block[: size % len(block)])
         t = time.perf_counter()
-        shutil.copyfile(src, work / "copy.bin")
+        shutil.copyfile(src, stack.work / "copy.bin")
         os.sync()
         copy_s = time.perf_counter() - t
-        (work / "copy.bin").unlink()
-
-        db, redis_url = pg.start(), rd.start()
-        from db.migrate import migrate
-        migrate(db)
-        from argon2 import PasswordHasher
-        with psycopg.connect(db, autocommit=True) as conn:
-            uid = conn.execute("INSERT INTO users (username, password_hash, role) VALUES ('up', %s, 'analyst') "
-                               "RETURNING id", (PasswordHasher().hash("upload password"),)).fetchone()[0]
+        (stack.work / "copy.bin").unlink()
+        uid = add_user(stack.db, "up", "upload password")
+        with psycopg.connect(stack.db, autocommit=True) as conn:
             pid = conn.execute("INSERT INTO projects (name) VALUES ('bench') RETURNING id").fetchone()[0]
             conn.execute("INSERT INTO project_members VALUES (%s, %s, 'editor')", (pid, uid))
-        os.environ["CANOPY_UPLOAD_QUOTA_BYTES"] = str(size * 2)
-        web, base = start_canopy(db, redis_url, work)
-        token = requests.post(f"{base}/auth/token", json={"username": "up", "password": "upload password"}
-                              ).json()["access_token"]
-        h = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
-        meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in
-                        {"filename": "big.laz", "project": str(pid), "name": "big"}.items())
-        pids = workers_of(web.pid)
-        before = {p: rss_kb(p, "VmRSS") for p in pids}
-        url = requests.post(f"{base}/uploads", headers={**h, "Upload-Length": str(size), "Upload-Metadata": meta}
-                            ).headers["Location"]
-        chunk = args.chunk_mb << 20
-        t = time.perf_counter()
-        statuses = []
-        with open(src, "rb") as fh, requests.Session() as s:
-            for offset in range(0, size, chunk):
-                n = min(chunk, size - offset)
-                r = s.patch(url, data=FileSlice(fh, offset, n), headers={
-                    **h, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
-                    "Content-Length": str(n)})
-                statuses.append(r.status_code)
-        upload_s = time.perf_counter() - t
-        peak = {p: rss_kb(p, "VmHWM") for p in pids}
-        mb = size / 1e6
-        print(f"{args.gb:g} GB, {args.chunk_mb} MB PATCHes over loopback, {os.cpu_count()} cores")
-        print(f"  plain file copy on the same disk : {copy_s:6.2f} s  {mb / copy_s:7.1f} MB/s")
-        print(f"  tus upload to Canopy             : {upload_s:6.2f} s  {mb / upload_s:7.1f} MB/s  "
-              f"({100 * copy_s / upload_s:.0f} % of the copy; last PATCH {statuses[-1]}, others "
-              f"{sorted(set(statuses[:-1]))})")
-        for p in pids:
-            print(f"  web worker {p}: RSS before {before[p] / 1024:6.1f} MB, peak {peak[p] / 1024:6.1f} MB, "
-                  f"growth {(peak[p] - before[p]) / 1024:6.1f} MB")
-    finally:
-        if web:
-            web.send_signal(signal.SIGTERM)
-            web.wait(30)
-        rd.stop()
-        pg.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        with canopy(stack) as (web, base):
+            upload(args, base, src, size, copy_s, pid, workers_of(web.pid))
+
+
+def upload(args, base: str, src: Path, size: int, copy_s: float, pid: int, pids: list[int]) -> None:
+    token = requests.post(f"{base}/auth/token", json={"username": "up", "password": "upload password"}
+                          ).json()["access_token"]
+    h = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
+    meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in
+                    {"filename": "big.laz", "project": str(pid), "name": "big"}.items())
+    for p in pids:               # reset the peak-RSS counter (VmHWM) so it measures the upload alone
+        try:
+            Path(f"/proc/{p}/clear_refs").write_text("5")
+        except OSError:
+            pass
+    before = {p: rss_kb(p, "VmRSS") for p in pids}
+    url = requests.post(f"{base}/uploads", headers={**h, "Upload-Length": str(size), "Upload-Metadata": meta}
+                        ).headers["Location"]
+    chunk = args.chunk_mb << 20
+    t = time.perf_counter()
+    statuses = []
+    with open(src, "rb") as fh, requests.Session() as s:
+        for offset in range(0, size, chunk):
+            n = min(chunk, size - offset)
+            r = s.patch(url, data=FileSlice(fh, offset, n), headers={
+                **h, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
+                "Content-Length": str(n)})
+            statuses.append(r.status_code)
+    upload_s = time.perf_counter() - t
+    peak = {p: rss_kb(p, "VmHWM") for p in pids}
+    mb = size / 1e6
+    print(f"{args.gb:g} GB, {args.chunk_mb} MB PATCHes over loopback, {os.cpu_count()} cores")
+    print(f"  plain file copy on the same disk : {copy_s:6.2f} s  {mb / copy_s:7.1f} MB/s")
+    print(f"  tus upload to Canopy             : {upload_s:6.2f} s  {mb / upload_s:7.1f} MB/s  "
+          f"({100 * copy_s / upload_s:.0f} % of the copy; last PATCH {statuses[-1]}, others "
+          f"{sorted(set(statuses[:-1]))})")
+    for p in pids:
+        print(f"  web worker {p}: RSS before {before[p] / 1024:6.1f} MB, peak {peak[p] / 1024:6.1f} MB, "
+              f"growth {(peak[p] - before[p]) / 1024:6.1f} MB")
 
 
 if __name__ == "__main__":

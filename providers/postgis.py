@@ -278,7 +278,7 @@ class PostGISProvider(BaseProvider):
         estimate = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {}").format(
             table, sql.SQL(" AND ").join(where[1:] or [sql.SQL("TRUE")]))
         plan = self._run(conn, estimate)[0][0]
-        if plan[0]["Plan"]["Plan Rows"] > 4 * cap:
+        if plan[0]["Plan"]["Plan Rows"] > cap:
             return None
         stmt = sql.SQL("SELECT count(*) FROM ({} LIMIT {}) t").format(matching, sql.Literal(cap + 1))
         n = self._run(conn, stmt)[0][0]
