@@ -21,6 +21,11 @@ class ProcessInputError(ValueError):
     """Bad input a user can fix: the job fails at once, with this message, no retry."""
 
 
+class WaitForChildren(Exception):
+    """Raised by `JobContext.fan_out` when the child jobs were just queued: the job
+    waits (holding no worker) and runs again once every child has succeeded."""
+
+
 @dataclass
 class ScanInput:
     id: int
@@ -48,6 +53,13 @@ class JobContext(Protocol):
 
     def plots(self, scan: ScanInput, plot_ids: list[int] | None) -> list[PlotInput]:
         """The given plots, or the plots that intersect the scan, in the scan's CRS."""
+
+    parts_dir: Path
+    """Storage shared by a job and its child jobs (on any worker) for intermediate files."""
+
+    def fan_out(self, process_id: str, children: list[dict]) -> list[dict]:
+        """Run each input dict as a child job of `process_id`; their outputs, in order, once
+        all have succeeded. The first call queues them and raises WaitForChildren."""
 
 
 @dataclass

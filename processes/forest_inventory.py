@@ -3,8 +3,11 @@ terrain model, canopy height model, trees, crowns, grid metrics and plot metrics
 
 from __future__ import annotations
 
+import os
+
 from .base import CanopyProcess, JobContext, Outcome
-from .lidar.pipeline import ALL_PRODUCTS
+from .lidar.pipeline import ALL_PRODUCTS, merge_tile_results, plan_tiles
+from .lidar.read import open_scan
 from .lidar_job import (COMMON_INPUTS, CROWN_INPUTS, GROUND_INPUTS, TREE_INPUTS, link_output, metadata,
                         number_input, params_from, plot_metrics_artifact, plots_input, raster_artifacts,
                         run_scan, tree_artifact)
@@ -29,10 +32,14 @@ class ForestInventoryProcessor(CanopyProcess):
 
     def run(self, inputs: dict, ctx: JobContext) -> Outcome:
         scan = ctx.scan(inputs["scan"])
-        params = params_from(inputs, chm_res=float(inputs["resolution"]),
-                             dtm_res=float(inputs["dtm_resolution"]),
-                             metrics_res=float(inputs["metrics_resolution"]))
-        summary = run_scan(ctx, scan, inputs, set(ALL_PRODUCTS), params, span=(0, 85))
+        fields = {"chm_res": float(inputs["resolution"]), "dtm_res": float(inputs["dtm_resolution"]),
+                  "metrics_res": float(inputs["metrics_resolution"])}
+        params = params_from(inputs, **fields)
+        opened = open_scan([str(f) for f in scan.files], crs=scan.crs)
+        if opened.point_count > fanout_threshold():
+            summary = self._fanned_out(ctx, scan, opened, inputs, fields, params)
+        else:
+            summary = run_scan(ctx, scan, inputs, set(ALL_PRODUCTS), params, span=(0, 85))
         plots, n_plots = plot_metrics_artifact(ctx, scan, inputs.get("plots"), params, span=(85, 99))
         artifacts = raster_artifacts(scan, summary, {"dtm": "dtm", "chm": "chm", "grid_metrics": "metrics"})
         artifacts += [tree_artifact(scan, summary), plots]
@@ -40,3 +47,25 @@ class ForestInventoryProcessor(CanopyProcess):
                 "tree_height_max", "area_ha", "crs_epsg", "tiles")
         return Outcome(outputs={"summary": {k: summary.get(k) for k in keep} | {"plots": n_plots}},
                        artifacts=artifacts)
+
+    @staticmethod
+    def _fanned_out(ctx: JobContext, scan, opened, inputs: dict, fields: dict, params) -> dict:
+        """Buffered tiles as child jobs on any worker, then one merge: rasters mosaicked
+        into COGs, trees kept once (each belongs to the tile whose core holds its top)."""
+        _, cores = plan_tiles(opened.bounds_m, params)
+        children = [{"scan": scan.id, "core": list(core), "index": i, "inventory": inputs, "params": fields}
+                    for i, core in enumerate(cores)]
+        results = ctx.fan_out("inventory-tile", children)          # first call: queues them and waits
+        ctx.progress(86, f"merging {len(results)} tiles")
+        summary = merge_tile_results([ctx.parts_dir / r["part"] for r in results], ctx.workdir / "products",
+                                     inputs=[str(f) for f in scan.files], crs=scan.crs, params=params,
+                                     products=ALL_PRODUCTS)
+        summary.update(crs_wkt=opened.crs.wkt, crs_epsg=opened.crs.epsg, units_to_metre=opened.crs.xy_to_m,
+                       point_count=opened.point_count, tiles=len(cores),
+                       ground_share=summary["ground"] / summary["points"] if summary.get("points") else 0.0)
+        return summary
+
+
+def fanout_threshold() -> int:
+    """Scans with more points than this run as one child job per tile."""
+    return int(os.environ.get("CANOPY_FANOUT_POINTS", "20000000"))

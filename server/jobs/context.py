@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from processes.base import PlotInput, ProcessInputError, ScanInput
+from processes.base import PlotInput, ProcessInputError, ScanInput, WaitForChildren
 
 from db.pool import get_pool
 
@@ -26,6 +26,8 @@ class WorkerContext:
         self.workdir = self.storage.path(f"tmp/jobs/{self.job_id}")
         shutil.rmtree(self.workdir, ignore_errors=True)       # leftovers of an earlier attempt
         self.workdir.mkdir(parents=True)
+        root = job["parent_id"] or self.job_id
+        self.parts_dir = self.storage.path(f"tmp/fanout/{root}")
         self._dismissed = dismissed
         self._dismissed_error = dismissed_error
         self._last = (0.0, -1)
@@ -42,6 +44,27 @@ class WorkerContext:
         if state is None:                             # no longer running: dismissed meanwhile
             raise self._dismissed_error(f"job {self.job_id} was dismissed")
         events.publish(self.job_id, "running", pct, message)
+        if self.job["parent_id"]:
+            parent = store.parent_progress(self.job["parent_id"])
+            if parent:
+                events.publish(self.job["parent_id"], "running", parent["progress"], parent["message"])
+
+    def fan_out(self, process_id: str, children: list[dict]) -> list[dict]:
+        existing = store.children(self.job_id)
+        if not existing:
+            from .queue import push, task_for
+            ids = [store.new_id() for _ in children]
+            tasks = [task_for(job_id) for job_id in ids]
+            store.create_children(self.job, process_id, children, ids, [t.id for t in tasks])
+            for task in tasks:
+                push(task)
+            raise WaitForChildren(len(ids))
+        failed = [c for c in existing if c["status"] in ("failed", "dismissed")]
+        if failed:
+            raise ProcessInputError(f"tile {failed[0]['tile_index']} {failed[0]['status']}: {failed[0]['message']}")
+        if any(c["status"] != "successful" for c in existing):
+            raise WaitForChildren(len(existing))
+        return [c["results"] for c in existing]
 
     def scan(self, scan_id: int) -> ScanInput:
         with get_pool().connection() as conn:
@@ -74,8 +97,12 @@ class WorkerContext:
                                     (scan.crs_epsg, scan.id)).fetchall()
         return [PlotInput(id=r[0], geometry_wkt=r[1]) for r in rows]
 
-    def cleanup(self) -> None:
+    def cleanup(self, final: bool = True) -> None:
+        """Remove the work directory; a parent that reached a final state also removes
+        the parts its children left."""
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if final and not self.job["parent_id"]:
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
 
 
 def workdirs_root(settings: Settings) -> Path:

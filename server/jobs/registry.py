@@ -18,9 +18,13 @@ def definitions() -> dict[str, dict]:
     return {name: res for name, res in config["resources"].items() if res.get("type") == "process"}
 
 
+# processes the job system runs for itself (child jobs), not offered through the API
+INTERNAL = {"inventory-tile": {"processor": {"name": "processes.inventory_tile.InventoryTileProcessor"}}}
+
+
 @lru_cache(maxsize=64)
 def processor(process_id: str) -> CanopyProcess:
-    definition = definitions().get(process_id)
+    definition = definitions().get(process_id) or INTERNAL.get(process_id)
     if definition is None:
         raise KeyError(process_id)
     return load_plugin("process", definition["processor"])

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from processes.base import ProcessInputError
+from processes.base import ProcessInputError, WaitForChildren
 from processes.lidar.errors import LidarError
 
 from ..settings import get_settings
@@ -81,6 +81,7 @@ def run_job(job_id: str) -> None:
     heartbeat = Heartbeat(job_id)
     ctx = WorkerContext(job, settings, heartbeat.dismissed, JobDismissed)
     subscriber = (job["inputs"] or {}).get("subscriber")
+    final = True
     heartbeat.start()
     try:
         events.publish(job_id, "running", 0, "running")
@@ -90,6 +91,12 @@ def run_job(job_id: str) -> None:
         results = commit.commit(job, outcome, ctx)
         events.publish(job_id, "successful", 100, "done")
         callbacks.notify(subscriber, "successUri", results)
+        if job["parent_id"] and store.release_parent(job["parent_id"]):
+            from .queue import enqueue
+            enqueue(job["parent_id"])
+    except WaitForChildren as waiting:
+        store.wait_for_children(job_id, int(str(waiting)))
+        final = False
     except (JobDismissed, commit.Superseded):
         events.publish(job_id, "dismissed", job["progress"], "dismissed")
     except (ProcessInputError, LidarError) as err:
@@ -110,12 +117,17 @@ def run_job(job_id: str) -> None:
         _fail(job, f"internal error: {err}", tb.format_exc(), dead_letter=True, subscriber=subscriber)
     finally:
         heartbeat.stop()
-        ctx.cleanup()
+        ctx.cleanup(final=final)
 
 
 def _fail(job: dict, message: str, trace: str | None, *, dead_letter: bool, subscriber: dict | None) -> None:
     try:
         store.fail(job["id"], message, traceback=trace, dead_letter=dead_letter)
+        if job["parent_id"]:                      # a tile that cannot succeed fails its scan
+            parent = f"tile {job['tile_index']} failed: {message}"
+            store.fail(job["parent_id"], parent)
+            store.dismiss(job["parent_id"])       # stops the other tiles (the parent stays failed)
+            events.publish(job["parent_id"], "failed", 0, parent)
     except TRANSIENT:
         return                                    # the reaper will see the stale heartbeat
     events.publish(job["id"], "failed", job["progress"], message)

@@ -20,12 +20,13 @@ from db.pool import get_pool
 
 FINAL = ("successful", "failed", "dismissed")
 _COLS = ("identifier, process_id, status, progress, message, created, job_start_datetime, job_end_datetime, "
-         "updated, owner_id, project_id, inputs, results, attempts, error, huey_task_id")
+         "updated, owner_id, project_id, inputs, results, attempts, error, huey_task_id, parent_id, tile_index")
 
 
 def _row(r) -> dict[str, Any]:
     keys = ("id", "process_id", "status", "progress", "message", "created", "started", "finished", "updated",
-            "owner_id", "project_id", "inputs", "results", "attempts", "error", "huey_task_id")
+            "owner_id", "project_id", "inputs", "results", "attempts", "error", "huey_task_id", "parent_id",
+            "tile_index")
     return dict(zip(keys, r))
 
 
@@ -146,8 +147,10 @@ def fail(job_id: str, message: str, *, traceback: str | None = None, dead_letter
 
 
 def dismiss(job_id: str) -> str | None:
-    """Mark a queued or running job dismissed; returns the status it had."""
+    """Mark a queued or running job (and its child jobs) dismissed; returns the status it had."""
     with get_pool().connection() as conn:
+        conn.execute("UPDATE jobs SET status = 'dismissed', message = 'dismissed with its parent', updated = now(), "
+                     "job_end_datetime = now() WHERE parent_id = %s AND status IN ('accepted', 'running')", (job_id,))
         row = conn.execute(
             "UPDATE jobs j SET status = 'dismissed', message = 'dismissed', updated = now(), "
             "job_end_datetime = now() FROM (SELECT identifier, status FROM jobs WHERE identifier = %s FOR UPDATE) old "
@@ -174,3 +177,51 @@ def reap(stale_seconds: float, max_attempts: int) -> list[tuple[str, str]]:
                              "VALUES (%s, %s, %s, 'worker lost on every attempt', %s)",
                              (job_id, process_id, json.dumps(inputs), attempts))
     return [(r[0], r[1]) for r in rows]
+
+
+# -- fan-out: a parent job and its child jobs ------------------------------------------------------
+
+def children(parent_id: str) -> list[dict]:
+    with get_pool().connection() as conn:
+        rows = conn.execute(f"SELECT {_COLS} FROM jobs WHERE parent_id = %s ORDER BY tile_index", (parent_id,))
+        return [_row(r) for r in rows.fetchall()]
+
+
+def create_children(parent: dict, process_id: str, inputs: list[dict], ids: list[str], task_ids: list[str]) -> None:
+    with get_pool().connection() as conn, conn.transaction():
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO jobs (identifier, process_id, status, progress, message, owner_id, project_id, inputs, "
+                "huey_task_id, parent_id, tile_index) VALUES (%s, %s, 'accepted', 0, 'queued', %s, %s, %s, %s, %s, %s)",
+                [(i, process_id, parent["owner_id"], parent["project_id"], json.dumps({"inputs": inp}), t,
+                  parent["id"], n) for n, (i, inp, t) in enumerate(zip(ids, inputs, task_ids))])
+
+
+def wait_for_children(job_id: str, n: int) -> None:
+    """The parent gives its worker back: no heartbeat (the reaper leaves it alone) until
+    its last child succeeds and `release_parent` queues it again."""
+    with get_pool().connection() as conn:
+        conn.execute("UPDATE jobs SET heartbeat_at = NULL, message = %s, updated = now() "
+                     "WHERE identifier = %s AND status = 'running'", (f"waiting for {n} tiles", job_id))
+
+
+def release_parent(parent_id: str) -> bool:
+    """After a child succeeded: if every sibling has too, the parent goes back to the queue
+    (exactly one child wins this UPDATE)."""
+    with get_pool().connection() as conn:
+        row = conn.execute(
+            "UPDATE jobs p SET status = 'accepted', attempts = 0, message = 'merging tiles', updated = now() "
+            "WHERE p.identifier = %s AND p.status = 'running' AND p.heartbeat_at IS NULL AND NOT EXISTS "
+            "(SELECT 1 FROM jobs c WHERE c.parent_id = p.identifier AND c.status <> 'successful') RETURNING 1",
+            (parent_id,)).fetchone()
+    return row is not None
+
+
+def parent_progress(parent_id: str, share: float = 0.85) -> dict | None:
+    """A waiting parent's progress is the mean of its children's (scaled into `share`)."""
+    with get_pool().connection() as conn:
+        row = conn.execute(
+            "UPDATE jobs p SET progress = (SELECT least(99, (avg(c.progress) * %s)::int) FROM jobs c "
+            "WHERE c.parent_id = p.identifier), updated = now() WHERE p.identifier = %s AND p.status = 'running' "
+            "RETURNING progress, message", (share, parent_id)).fetchone()
+    return {"progress": row[0], "message": row[1]} if row else None

@@ -1,0 +1,36 @@
+"""`inventory-tile` (internal): one buffered tile of a big scan's forest inventory, run
+as a child job on any worker; its result goes to the parent's shared parts directory
+and is merged by the parent (see forest_inventory.py)."""
+
+from __future__ import annotations
+
+from .base import CanopyProcess, JobContext, Outcome
+from .lidar.pipeline import ALL_PRODUCTS, process_tile, read_tile, save_tile_result
+from .lidar.read import open_scan
+from .lidar_job import params_from
+
+PROCESS_METADATA = {
+    "version": "1.0.0", "id": "inventory-tile", "title": "Inventory tile (internal)",
+    "description": "One buffered tile of a fanned-out forest inventory.",
+    "jobControlOptions": ["async-execute", "dismiss"], "keywords": ["internal"],
+    "inputs": {}, "outputs": {},
+}
+
+
+class InventoryTileProcessor(CanopyProcess):
+    def __init__(self, processor_def: dict):
+        super().__init__(processor_def, PROCESS_METADATA)
+
+    def run(self, inputs: dict, ctx: JobContext) -> Outcome:
+        scan = ctx.scan(inputs["scan"])
+        params = params_from(inputs["inventory"], **inputs["params"])
+        core = tuple(inputs["core"])
+        ctx.progress(5, f"reading tile {inputs['index'] + 1}")
+        points = read_tile(open_scan([str(f) for f in scan.files], crs=scan.crs), core, params.buffer)
+        ctx.progress(30, f"processing tile {inputs['index'] + 1} ({len(points):,} points)")
+        result = process_tile(points, core, params, set(ALL_PRODUCTS))
+        name = f"tile-{inputs['index']:05d}.npz"
+        ctx.parts_dir.mkdir(parents=True, exist_ok=True)
+        save_tile_result(result, ctx.parts_dir / name)
+        ctx.progress(99, f"tile {inputs['index'] + 1} done")
+        return Outcome(outputs={"part": name, "points": len(points)})
