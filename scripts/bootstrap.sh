@@ -13,6 +13,10 @@ if [ -z "${DATABASE_URL:-}" ]; then
 fi
 [ -n "${REDIS_URL:-}" ] || command -v redis-server >/dev/null || need+=(redis-server)
 command -v ogrinfo >/dev/null || need+=(gdal-bin)
+command -v npm >/dev/null || need+=(nodejs npm)            # bundles the web viewer (MapLibre GL)
+if [ "${1:-}" = "--test" ]; then
+  command -v chromium >/dev/null || need+=(chromium)     # the viewer's end-to-end test
+fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -20,6 +24,11 @@ if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ -d web ] && { [ ! -f server/static/viewer/viewer.js ] || [ -n "$(find web/src web/package.json -newer server/static/viewer/viewer.js 2>/dev/null)" ]; }; then
+  echo "bootstrap: bundling the web viewer"
+  (cd web && npm ci --no-audit --no-fund --silent && npm run --silent build)
 fi
 
 if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then

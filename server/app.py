@@ -6,7 +6,7 @@ import importlib
 
 from flask import Flask
 
-from . import auth, errors, features, health, jobs, landing, logs, pygeoapi_speedups, uploads
+from . import auth, errors, features, health, jobs, landing, logs, pygeoapi_speedups, uploads, tiles
 from .pygeoapi_config import prepare
 from .settings import Settings, get_settings
 
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     landing.register(app)
     app.register_blueprint(jobs.views.bp)   # before pygeoapi: execution and /jobs run on Huey
     app.register_blueprint(uploads.views.bp)
+    app.register_blueprint(tiles.bp)
     app.register_blueprint(flask_app.BLUEPRINT)
 
     @app.after_request

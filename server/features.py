@@ -68,7 +68,9 @@ CONFORMANCE = [
 
 @bp.get("/conformance")
 def conformance():
-    return jsonify(conformsTo=CONFORMANCE)
+    from .jobs.views import CONFORMANCE as PROCESSES
+    from .tiles import CONFORMANCE as TILES
+    return jsonify(conformsTo=CONFORMANCE + PROCESSES + list(TILES))
 
 
 def _editable(collection: str) -> bool:

@@ -10,6 +10,9 @@ from flask import Flask, Response, current_app, request
 _EXTRA = [("auth", "/auth/token", "application/json", "Sign in (POST username and password for tokens)"),
           ("projects", "/projects", "application/json", "Projects and their members"),
           ("uploads", "/uploads", "application/json", "Resumable uploads of LAS/LAZ scans (tus 1.0.0)"),
+          ("http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes", "/tileMatrixSets", "application/json",
+           "Tile matrix sets"),
+          ("viewer", "/viewer", "text/html", "Web map of plots, scans, trees, crowns and rasters"),
           ("health", "/healthz", "application/json", "Liveness"),
           ("readiness", "/readyz", "application/json", "Readiness: database, Redis and storage")]
 

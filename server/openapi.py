@@ -15,6 +15,7 @@ from typing import Any
 from pygeoapi.openapi import get_oas
 
 from .auth.openapi_paths import PATHS as AUTH_PATHS
+from .tiles.openapi_paths import PATHS as TILE_PATHS
 from .settings import Settings
 
 _LINK = {"type": "object", "required": ["href"], "properties": {
@@ -206,6 +207,7 @@ def build_openapi(config: dict, settings: Settings) -> dict:
                 item["patch"] = patch
     doc["paths"].update(_canopy_paths())
     doc["paths"].update(AUTH_PATHS)
+    doc["paths"].update(TILE_PATHS)
     _declare_security(doc)
     return doc
 

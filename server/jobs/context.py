@@ -81,6 +81,8 @@ class WorkerContext:
 
     def plots(self, scan: ScanInput, plot_ids: list[int] | None) -> list[PlotInput]:
         if scan.crs_epsg is None:
+            if not plot_ids:
+                return []             # not ingested: no footprint, so no plot is known to intersect it
             raise ProcessInputError(f"scan {scan.id} has no known CRS; ingest it first")
         with get_pool().connection() as conn:
             if plot_ids:

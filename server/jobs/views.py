@@ -23,6 +23,14 @@ from . import callbacks, events, registry, store
 from .queue import push, revoke, task_for
 
 bp = Blueprint("jobs", __name__)
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/json",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/job-list",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/callback",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/dismiss",
+]
 OGC_EXC = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
 SYNC_MAX_SECONDS = 10.0
 

@@ -1,0 +1,104 @@
+"""Which raster a request names, whether the caller may see it, and where its file is.
+
+`rasters.storage_uri` semantics (the one place they are defined):
+
+- a *storage key*, relative to the storage root (`CANOPY_STORAGE_URL`), e.g.
+  `rasters/12/chm.tif` — what Canopy's processes write;
+- or an absolute `file:///...` URI, for files kept outside the storage root
+  (rows are written by the server's own processes and admins, never by callers).
+
+A raster the caller may not read answers 404 exactly like a missing one: the
+visibility rule is applied in the same SQL statement that finds the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from flask import current_app, g
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from db.access import Principal, visible_projects
+from db.pool import get_pool
+
+from ..errors import NotFound
+from ..storage import open_storage
+
+KINDS = ("dtm", "dsm", "chm", "density", "metrics")
+
+
+@dataclass(frozen=True)
+class Raster:
+    id: int
+    project_id: int
+    kind: str
+    path: Path
+    version: str            # changes whenever the file changes: size + mtime (ns) + inode
+    public: bool            # readable by anonymous callers (drives Cache-Control public/private)
+    crs_epsg: int | None
+    resolution_m: float | None
+    bands: Any
+    stats: Any
+    bbox: tuple[float, float, float, float] | None   # CRS84 footprint bounds
+    size: int
+
+
+def resolve(storage_uri: str, storage_root_url: str) -> Path:
+    """The local path of a `storage_uri` (see the module docstring)."""
+    parsed = urlparse(storage_uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme:
+        raise ValueError(f"unsupported raster storage URI scheme {parsed.scheme!r}")
+    return open_storage(storage_root_url).path(storage_uri)
+
+
+def file_version(path: Path) -> tuple[str, int]:
+    st = path.stat()
+    return f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}", st.st_size
+
+
+_QUERY = sql.SQL("""
+    SELECT r.id, r.project_id, r.kind, r.storage_uri, r.crs_epsg, r.resolution_m, r.bands, r.stats,
+           p.visibility = 'public' AS public,
+           ST_XMin(r.footprint) AS xmin, ST_YMin(r.footprint) AS ymin,
+           ST_XMax(r.footprint) AS xmax, ST_YMax(r.footprint) AS ymax
+    FROM rasters r JOIN projects p ON p.id = r.project_id
+    WHERE r.id = %s AND {visible}
+""")
+
+
+def principal() -> Principal | None:
+    return g.get("principal")
+
+
+def get_raster(raster_id: str) -> Raster:
+    """The raster `raster_id` if the caller may read it and its file exists; else NotFound."""
+    if not raster_id.isdigit() or len(raster_id) > 18:
+        raise NotFound(f"no raster {raster_id!r}")
+    settings = current_app.config["CANOPY_SETTINGS"]
+    query = _QUERY.format(visible=visible_projects(principal(), "project_id"))
+    with get_pool(settings.database_url).connection() as conn:
+        row = conn.cursor(row_factory=dict_row).execute(query, (int(raster_id),)).fetchone()
+    if row is None:
+        raise NotFound(f"no raster {raster_id!r}")
+    try:
+        path = resolve(row["storage_uri"], settings.storage_url)
+        version, size = file_version(path)
+    except (OSError, ValueError) as exc:
+        current_app.logger.warning("raster %s: file unavailable: %s", raster_id, exc)
+        raise NotFound(f"the file of raster {raster_id} is not available") from exc
+    bbox = None if row["xmin"] is None else (row["xmin"], row["ymin"], row["xmax"], row["ymax"])
+    return Raster(id=row["id"], project_id=row["project_id"], kind=row["kind"], path=path,
+                  version=version, public=bool(row["public"]), crs_epsg=row["crs_epsg"],
+                  resolution_m=row["resolution_m"], bands=row["bands"], stats=row["stats"],
+                  bbox=bbox, size=size)
+
+
+def base_url() -> str:
+    """Where clients reach the server: every link in tiles metadata starts with it."""
+    return current_app.config["CANOPY_SETTINGS"].public_url

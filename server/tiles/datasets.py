@@ -1,0 +1,82 @@
+"""COGs kept open per worker process: a bounded LRU of rio-tiler Readers, and GDAL's caches.
+
+Opening a GeoTIFF costs a few milliseconds of header parsing per tile; a worker
+keeps the most recently used datasets open instead (CANOPY_TILE_DATASETS, default 32).
+A reader is keyed by the file's version, so a rewritten file is reopened. Readers
+are not thread-safe: each entry has a lock, held while a tile is read from it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import morecantile
+from rio_tiler.io import Reader
+
+# GDAL reads these config options from the environment at first use; set them before that.
+_GDAL_DEFAULTS = {
+    "GDAL_CACHEMAX": "256",                       # MB of block cache per worker
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing for sidecar files
+    "GDAL_NUM_THREADS": "1",                      # one tile per request: no decode thread pool
+    "VSI_CACHE": "TRUE",
+    "VSI_CACHE_SIZE": "16777216",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff",
+}
+for _key, _value in _GDAL_DEFAULTS.items():
+    os.environ.setdefault(_key, _value)
+
+MAX_OPEN = int(os.environ.get("CANOPY_TILE_DATASETS", "32"))
+
+
+@dataclass
+class OpenDataset:
+    reader: Reader
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    memo: dict = field(default_factory=dict)   # per-version derived facts (statistics, limits)
+
+
+_open: OrderedDict[tuple[str, str, str], OpenDataset] = OrderedDict()
+_guard = threading.Lock()
+
+
+def _get(path: Path, version: str, tms: morecantile.TileMatrixSet) -> OpenDataset:
+    key = (str(path), version, tms.id)
+    with _guard:
+        entry = _open.get(key)
+        if entry is not None:
+            _open.move_to_end(key)
+            return entry
+    fresh = OpenDataset(Reader(str(path), tms=tms))
+    evicted = []
+    with _guard:
+        entry = _open.setdefault(key, fresh)      # another thread may have opened it meanwhile
+        _open.move_to_end(key)
+        while len(_open) > MAX_OPEN:
+            evicted.append(_open.popitem(last=False)[1])
+    if entry is not fresh:
+        fresh.reader.close()
+    for old in evicted:
+        with old.lock:                            # not while a tile is being read from it
+            old.reader.close()
+    return entry
+
+
+@contextmanager
+def dataset(path: Path, version: str, tms: morecantile.TileMatrixSet) -> Iterator[OpenDataset]:
+    """The open dataset of `path` at `version` for tiling in `tms`, locked for this thread."""
+    entry = _get(path, version, tms)
+    with entry.lock:
+        yield entry
+
+
+def clear() -> None:
+    with _guard:
+        while _open:
+            _, old = _open.popitem()
+            old.reader.close()
