@@ -42,6 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import wait_until_up  # noqa: E402
 from server.devservices import LocalPostgres, LocalRedis, free_port  # noqa: E402
 
 BENCH_DIR = ROOT / ".data" / "bench-tiles"
@@ -236,29 +237,6 @@ def _picture_difference(base: str, paths: list[str], expected: list[np.ndarray])
 
 # -- servers -------------------------------------------------------------------------------------
 
-def _status(base: str, path: str) -> int:
-    parsed = urlparse(base)
-    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
-    conn.request("GET", path)
-    resp = conn.getresponse()
-    resp.read()
-    return resp.status
-
-
-def _wait(base: str, path: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server for {base} exited")
-        try:
-            if _status(base, path) == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{base} did not come up")
-
-
 def _stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -290,7 +268,7 @@ def start_titiler(workers: int, workdir: Path) -> tuple[subprocess.Popen, str]:
                              "titiler.application.main:app"], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    _wait(base, "/healthz", proc)
+    wait_until_up(base, "/healthz", proc)
     return proc, base
 
 
@@ -302,7 +280,7 @@ def start_canopy(workers: int, db_url: str, redis_url: str, workdir: Path) -> tu
     proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--workers", str(workers)], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    _wait(base, "/healthz", proc)
+    wait_until_up(base, "/healthz", proc)
     return proc, base
 
 
