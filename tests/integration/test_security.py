@@ -296,3 +296,18 @@ def test_openapi_declares_the_bearer_scheme(server):
 def test_security_headers(server):
     r = requests.get(f"{server}/healthz")
     assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
+
+
+def test_cors_for_configured_web_map_origins(services, tmp_path):
+    from tests.conftest import running_server
+    with running_server(services, tmp_path, CANOPY_CORS_ORIGINS="https://maps.example.org") as cors_server:
+        pre = requests.options(f"{cors_server}/collections/plots/items", headers={
+            "Origin": "https://maps.example.org", "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "Authorization"})
+        assert pre.headers["Access-Control-Allow-Origin"] == "https://maps.example.org"
+        assert "authorization" in pre.headers["Access-Control-Allow-Headers"].lower()
+        r = requests.get(f"{cors_server}/collections", headers={"Origin": "https://maps.example.org"})
+        assert r.headers["Access-Control-Allow-Origin"] == "https://maps.example.org"
+        assert "ETag" in r.headers["Access-Control-Expose-Headers"]
+        other = requests.get(f"{cors_server}/collections", headers={"Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in other.headers
