@@ -100,8 +100,8 @@ def run_job(job_id: str) -> None:
     except (JobDismissed, commit.Superseded):
         events.publish(job_id, "dismissed", job["progress"], "dismissed")
     except (ProcessInputError, LidarError) as err:
+        _record_failure(job, str(err))          # first, so whoever sees the job failed sees why
         _fail(job, str(err), None, dead_letter=False, subscriber=subscriber)
-        _record_failure(job, str(err))
     except TRANSIENT as err:
         _retry(job, err, subscriber)
     except KeyboardInterrupt:
