@@ -231,8 +231,7 @@ def process_tile(points: Points, core: Bounds, params: Params = Params(),
     lap("tin")
     if "dtm" in products:
         dg = Grid.covering(core, params.dtm_res)
-        cx, cy = dg.centers()
-        res.dtm = Raster(model(cx, cy).astype(np.float32), dg, "dtm")
+        res.dtm = Raster(model.on_grid(dg).astype(np.float32), dg, "dtm")
         lap("dtm")
     # rounded to the micrometre: the TIN's last-bit noise depends on the tile's
     # origin and would otherwise break ties between equal heights differently

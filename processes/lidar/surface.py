@@ -6,6 +6,10 @@ empty cells.  ``pitfree`` is Khosravipour et al. (2014): TINs of the highest
 first returns above successive height thresholds, each with its long-edged
 triangles removed (``max_edge``), stacked by maximum, which removes the pits
 that pulses passing through crowns leave in a max-binned CHM.
+
+Each layer's TIN is scan-converted onto the CHM grid (:meth:`TIN.rasterize`)
+rather than locating every cell in it; a layer whose vertex set equals the
+previous layer's is not triangulated again.
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ class pitfree:
 
 
 def _subcircle(x, y, z, r):
+    """Each point and 8 copies of it on a circle of radius ``r`` (lidR's ``subcircle``)."""
     if r <= 0:
         return x, y, z
     ang = np.arange(8) * (np.pi / 4)
@@ -66,15 +71,21 @@ def max_per_cell(x: np.ndarray, y: np.ndarray, z: np.ndarray, grid: Grid) -> np.
 
 
 def highest_per_cell(x, y, z, grid: Grid) -> np.ndarray:
-    """Index of the highest point in each occupied cell (the points a pit-free TIN is built on)."""
+    """Index of the highest point in each occupied cell (the points a pit-free TIN is built on).
+
+    Ties go to the first point; indices come in cell order.  Two unbuffered
+    reductions instead of a sort.
+    """
     row, col, inside = grid.cell_of(x, y)
     idx = np.flatnonzero(inside)
     cell = row[idx] * grid.ncol + col[idx]
-    order = np.lexsort((-z[idx], cell))
-    c = cell[order]
-    first = np.ones(len(c), bool)
-    first[1:] = c[1:] != c[:-1]
-    return idx[order[first]]
+    zi = z[idx]
+    top = np.full(grid.nrow * grid.ncol, -np.inf)
+    np.maximum.at(top, cell, zi)
+    cand = np.flatnonzero(zi == top[cell])
+    first = np.full(len(top), len(idx))
+    np.minimum.at(first, cell[cand], cand)
+    return idx[first[first < len(idx)]]
 
 
 def rasterize_canopy(points: Points, res: float = 0.5, algorithm: p2r | pitfree = pitfree(), *,
@@ -106,34 +117,22 @@ def rasterize_canopy(points: Points, res: float = 0.5, algorithm: p2r | pitfree 
     big = Grid(grid.x0 - grid.res, grid.y0 + grid.res, grid.res / k, (grid.nrow + 2) * k, (grid.ncol + 2) * k)
     top = highest_per_cell(x, y, z, big)
     x, y, z = x[top], y[top], z[top]
-    cx, cy = grid.centers()
     out = np.full(grid.shape, np.nan)
     me0, me1 = algorithm.max_edge
+    prev = (-1, -1.0)
     for t in sorted(algorithm.thresholds):
         sel = z >= t
-        if sel.sum() < 3:
-            break
-        tin = TIN(x[sel], y[sel], z[sel])
+        n = int(sel.sum())
+        if n < 3:
+            break  # the layers above hold no canopy
+        limit = me0 if t == min(algorithm.thresholds) else me1
+        if (n, limit) == prev:
+            continue  # no vertex between the two thresholds: the same TIN again
+        prev = (n, limit)
+        tin = TIN(x[sel], y[sel], z[sel], neighbors=False)
         if not len(tin):
             continue
-        limit = me0 if t == min(algorithm.thresholds) else me1
         # long edges (pit-free rule) and wide circumcircles (not decided locally, see terrain.tin)
-        invalid = tin.circumradius() > algorithm.max_radius
-        if limit > 0:
-            invalid |= tin.edge_lengths() > limit
-        # only cells near points of this layer can be covered by its short triangles
-        if limit > 0:
-            near = np.zeros(grid.shape, bool)
-            r, c, ins = grid.cell_of(x[sel], y[sel])
-            near[r[ins], c[ins]] = True
-            from scipy import ndimage
-
-            k = int(np.ceil(limit / grid.res))
-            near = ndimage.binary_dilation(near, iterations=k)
-            qi = np.flatnonzero(near.ravel())
-        else:
-            qi = np.arange(grid.nrow * grid.ncol)
-        v = tin.interpolate(cx.ravel()[qi], cy.ravel()[qi], invalid)
-        cur = out.ravel()[qi]
-        out.ravel()[qi] = np.fmax(cur, v)
+        invalid = tin.invalid(max_edge=limit, max_radius=algorithm.max_radius)
+        np.fmax(out, tin.rasterize(grid, invalid), out=out)
     return Raster(out.astype(np.float32), grid, "chm")

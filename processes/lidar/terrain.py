@@ -114,6 +114,22 @@ class GroundModel:
             z[miss] = self._idw(qx[miss], qy[miss])
         return z.reshape(shape)
 
+    def on_grid(self, grid: Grid) -> np.ndarray:
+        """Ground elevation at the cell centres of ``grid`` (same values as ``self(*grid.centers())``).
+
+        The TIN is scan-converted onto the grid (see :meth:`TIN.rasterize`);
+        only the cells it leaves empty are located and interpolated by IDW.
+        """
+        if self.tin is not None and len(self.tin):
+            z = self.tin.rasterize(grid, self.invalid).ravel()
+        else:
+            z = np.full(grid.nrow * grid.ncol, np.nan)
+        miss = np.flatnonzero(np.isnan(z))
+        if len(miss):
+            cx, cy = grid.centers()
+            z[miss] = self._idw(cx.ravel()[miss], cy.ravel()[miss])
+        return z.reshape(grid.shape)
+
 
 def rasterize_terrain(points: Points, res: float = 1.0, algorithm: tin | knnidw = tin(), *,
                       grid: Grid | None = None, model: GroundModel | None = None) -> Raster:
@@ -134,8 +150,7 @@ def rasterize_terrain(points: Points, res: float = 1.0, algorithm: tin | knnidw 
     model = model or GroundModel.from_points(points, algorithm)
     if grid is None:
         grid = Grid.covering((points.x.min(), points.y.min(), points.x.max(), points.y.max()), res)
-    cx, cy = grid.centers()
-    return Raster(model(cx, cy).astype(np.float32), grid, "dtm")
+    return Raster(model.on_grid(grid).astype(np.float32), grid, "dtm")
 
 
 def normalize_height(points: Points, model: GroundModel | None = None, algorithm: tin | knnidw = tin()) -> Points:

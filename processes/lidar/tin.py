@@ -2,13 +2,23 @@
 
 scipy's Qhull Delaunay costs ~7 µs per vertex; Shewchuk's Triangle (the
 ``triangle`` package) builds the same Delaunay triangulation ~7x faster, and
-is used when installed.  Neither gives a fast way to locate many query points
-in *its* triangles (Qhull's walk needs spatially sorted queries; Triangle has
-none), so point location is written here: a vectorised visibility walk from a
-start triangle picked on a coarse bucket grid, which ends in one or two steps
-for almost every query.
+is used when installed.  Neither gives a fast way to evaluate a TIN at many
+positions, so two evaluators are written here:
+
+* :meth:`TIN.rasterize` scan-converts the triangles onto a grid: every
+  triangle visits the cell centres of its bounding box (vectorised over all
+  triangles at once) and keeps those inside it.  A TIN finer than the grid
+  costs about one barycentric evaluation per triangle.
+* :meth:`TIN.locate` finds the triangle of scattered points by a vectorised
+  visibility walk that starts in the triangle holding the centre of the
+  point's bucket (a grid about as fine as the triangles, rasterised the same
+  way), so it ends in zero or one step for almost every point.
 """
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import numpy as np
 from scipy import ndimage
@@ -18,24 +28,28 @@ try:  # optional accelerator
 except ImportError:  # pragma: no cover - scipy fallback
     _triangle = None
 
+_EMPTY = (np.empty((0, 3), np.int64), np.empty((0, 3), np.int64))
+_EPS = 1e-12  # barycentric tolerance: a point on an edge belongs to both triangles
+_CHUNK = 1 << 19  # (cell, triangle) pairs evaluated at once by the scan conversion
 
-def triangulate(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Delaunay triangles (n, 3) and their neighbours (n, 3; neighbour k is opposite vertex k; -1 none)."""
+
+def triangulate(x: np.ndarray, y: np.ndarray, neighbors: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Delaunay triangles (n, 3) and, when asked, their neighbours (n, 3; neighbour k is opposite vertex k; -1 none)."""
     xy = np.column_stack((x, y))
     if len(xy) < 3:
-        return np.empty((0, 3), np.int64), np.empty((0, 3), np.int64)
+        return _EMPTY
     if _triangle is not None:
-        out = _triangle.triangulate({"vertices": xy}, "Qzn")
+        out = _triangle.triangulate({"vertices": xy}, "Qzn" if neighbors else "Qz")
         tris = out.get("triangles")
         if tris is None:
-            return np.empty((0, 3), np.int64), np.empty((0, 3), np.int64)
-        return tris.astype(np.int64), out["neighbors"].astype(np.int64)
+            return _EMPTY
+        return tris.astype(np.int64), (out["neighbors"].astype(np.int64) if neighbors else None)
     from scipy.spatial import Delaunay, QhullError
 
     try:
         d = Delaunay(xy, qhull_options="Qbb Qc Qz Q12")
     except QhullError:  # collinear / too few distinct points
-        return np.empty((0, 3), np.int64), np.empty((0, 3), np.int64)
+        return _EMPTY
     return d.simplices.astype(np.int64), d.neighbors.astype(np.int64)
 
 
@@ -44,73 +58,184 @@ class TIN:
 
     Coordinates are shifted to a local origin so float64 keeps millimetre
     precision at UTM magnitudes.
+
+    Parameters
+    ----------
+    x, y, z : arrays
+        Vertices (distinct x, y).
+    neighbors : bool
+        Keep the triangles' adjacency, which :meth:`locate` needs
+        (:meth:`rasterize` does not).
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray):
+    def __init__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, *, neighbors: bool = True):
         self.ox = float(np.min(x)) if len(x) else 0.0
         self.oy = float(np.min(y)) if len(y) else 0.0
         self.x = np.asarray(x, np.float64) - self.ox
         self.y = np.asarray(y, np.float64) - self.oy
         self.z = np.asarray(z, np.float64)
-        self.triangles, self.neighbors = triangulate(self.x, self.y)
-        self._transforms()
-        self._buckets()
-
-    def _transforms(self) -> None:
-        """Per-triangle affine map to barycentric coordinates (as Qhull's ``transform``)."""
-        t = self.triangles
-        if not len(t):
-            self.T = np.empty((0, 6))
-            return
-        x0, x1, x2 = self.x[t[:, 0]], self.x[t[:, 1]], self.x[t[:, 2]]
-        y0, y1, y2 = self.y[t[:, 0]], self.y[t[:, 1]], self.y[t[:, 2]]
-        det = (y1 - y2) * (x0 - x2) + (x2 - x1) * (y0 - y2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.T = np.column_stack(((y1 - y2) / det, (x2 - x1) / det, (y2 - y0) / det, (x0 - x2) / det, x2, y2))
+        self.triangles, self.neighbors = triangulate(self.x, self.y, neighbors)
+        self._T: np.ndarray | None = None
+        self._start: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.triangles)
 
-    def _buckets(self) -> None:
-        nt = len(self.triangles)
-        if nt == 0:
-            return
+    # --- shape of the triangles -----------------------------------------------------
+
+    def _edges2(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Squared edge lengths (opposite vertices 0, 1, 2) and twice the signed area."""
         t = self.triangles
-        cx = self.x[t].mean(axis=1)
-        cy = self.y[t].mean(axis=1)
-        w = max(float(self.x.max()), 1e-9)
-        h = max(float(self.y.max()), 1e-9)
-        cs = max(np.sqrt(w * h / nt) * 1.5, 1e-6)
-        self.bcs = cs
-        self.bnx = int(w // cs) + 1
-        self.bny = int(h // cs) + 1
-        bx = np.minimum((cx // cs).astype(np.int64), self.bnx - 1)
-        by = np.minimum((cy // cs).astype(np.int64), self.bny - 1)
-        start = np.full((self.bny, self.bnx), -1, np.int64)
-        start[by, bx] = np.arange(nt)
-        empty = start < 0
-        if empty.any():
-            _, (iy, ix) = ndimage.distance_transform_edt(empty, return_indices=True)
-            start = start[iy, ix]
-        self.start = start
+        x0, x1, x2 = self.x[t[:, 0]], self.x[t[:, 1]], self.x[t[:, 2]]
+        y0, y1, y2 = self.y[t[:, 0]], self.y[t[:, 1]], self.y[t[:, 2]]
+        a = (x1 - x2) ** 2 + (y1 - y2) ** 2
+        b = (x0 - x2) ** 2 + (y0 - y2) ** 2
+        c = (x0 - x1) ** 2 + (y0 - y1) ** 2
+        area2 = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+        return a, b, c, area2
 
     def edge_lengths(self) -> np.ndarray:
         """Longest edge of each triangle (metres)."""
-        t = self.triangles
-        px, py = self.x[t], self.y[t]
-        e = [np.hypot(px[:, i] - px[:, (i + 1) % 3], py[:, i] - py[:, (i + 1) % 3]) for i in range(3)]
-        return np.maximum(np.maximum(e[0], e[1]), e[2])
+        a, b, c, _ = self._edges2()
+        return np.sqrt(np.maximum(np.maximum(a, b), c))
 
     def circumradius(self) -> np.ndarray:
         """Circumradius of each triangle (a Delaunay triangle is decided by points inside this circle)."""
-        t = self.triangles
-        px, py = self.x[t], self.y[t]
-        a = np.hypot(px[:, 1] - px[:, 2], py[:, 1] - py[:, 2])
-        b = np.hypot(px[:, 0] - px[:, 2], py[:, 0] - py[:, 2])
-        c = np.hypot(px[:, 0] - px[:, 1], py[:, 0] - py[:, 1])
-        area2 = np.abs((px[:, 1] - px[:, 0]) * (py[:, 2] - py[:, 0]) - (px[:, 2] - px[:, 0]) * (py[:, 1] - py[:, 0]))
+        a, b, c, area2 = self._edges2()
+        area2 = np.abs(area2)
         with np.errstate(divide="ignore"):
-            return np.where(area2 > 0, a * b * c / (2 * area2), np.inf)
+            return np.where(area2 > 0, np.sqrt(a * b * c) / (2 * area2), np.inf)
+
+    def invalid(self, max_edge: float = 0.0, max_radius: float = 0.0) -> np.ndarray:
+        """Triangles with an edge longer than ``max_edge`` or a circumradius over ``max_radius`` (0: no limit).
+
+        Same rule as :meth:`edge_lengths` and :meth:`circumradius`, without their square roots.
+        """
+        a, b, c, area2 = self._edges2()
+        bad = np.zeros(len(a), bool)
+        if max_edge > 0:
+            bad |= np.maximum(np.maximum(a, b), c) > max_edge * max_edge
+        if max_radius > 0:
+            # R = abc / (2 |area2|) > max_radius; degenerate triangles have R = inf
+            area2 = np.abs(area2)
+            bad |= (area2 <= 0) | (a * b * c > (2 * max_radius * area2) ** 2)
+        return bad
+
+    @property
+    def T(self) -> np.ndarray:
+        """Per-triangle affine map to barycentric coordinates (as Qhull's ``transform``)."""
+        if self._T is None:
+            t = self.triangles
+            x0, x1, x2 = self.x[t[:, 0]], self.x[t[:, 1]], self.x[t[:, 2]]
+            y0, y1, y2 = self.y[t[:, 0]], self.y[t[:, 1]], self.y[t[:, 2]]
+            det = (y1 - y2) * (x0 - x2) + (x2 - x1) * (y0 - y2)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self._T = np.column_stack(((y1 - y2) / det, (x2 - x1) / det, (y2 - y0) / det, (x0 - x2) / det,
+                                           x2, y2))
+        return self._T
+
+    # --- scan conversion ---------------------------------------------------------------
+
+    def _cover(self, gx0: float, gy0: float, res: float, nrow: int, ncol: int,
+               which: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Cell centres of a north-up grid (local frame: west edge ``gx0``, north edge ``gy0``)
+        inside each triangle: yields (flat cell index, triangle, barycentric weights (m, 3)) by chunks."""
+        tri = np.arange(len(self.triangles)) if which is None else np.asarray(which)
+        if not len(tri):
+            return
+        t = self.triangles[tri]
+        x0, x1, x2 = self.x[t[:, 0]], self.x[t[:, 1]], self.x[t[:, 2]]
+        y0, y1, y2 = self.y[t[:, 0]], self.y[t[:, 1]], self.y[t[:, 2]]
+        # bounding box in cell-centre units, widened by a hair so a centre on an edge is tested
+        eps = 1e-7
+        xmin, xmax = np.minimum(np.minimum(x0, x1), x2), np.maximum(np.maximum(x0, x1), x2)
+        ymin, ymax = np.minimum(np.minimum(y0, y1), y2), np.maximum(np.maximum(y0, y1), y2)
+        c_lo = np.maximum(np.ceil((xmin - gx0) / res - 0.5 - eps), 0).astype(np.int64)
+        c_hi = np.minimum(np.floor((xmax - gx0) / res - 0.5 + eps), ncol - 1).astype(np.int64)
+        r_lo = np.maximum(np.ceil((gy0 - ymax) / res - 0.5 - eps), 0).astype(np.int64)
+        r_hi = np.minimum(np.floor((gy0 - ymin) / res - 0.5 + eps), nrow - 1).astype(np.int64)
+        w = c_hi - c_lo + 1
+        cnt = np.where((w > 0) & (r_hi >= r_lo), w * (r_hi - r_lo + 1), 0)
+        hit = np.flatnonzero(cnt)
+        tri, c_lo, r_lo, w, cnt = tri[hit], c_lo[hit], r_lo[hit], w[hit], cnt[hit]
+        x0, x1, x2, y0, y1, y2 = x0[hit], x1[hit], x2[hit], y0[hit], y1[hit], y2[hit]
+        ends = np.cumsum(cnt)
+        # chunks of whole triangles holding about _CHUNK pairs each
+        cuts = np.searchsorted(ends, np.arange(_CHUNK, ends[-1] if len(ends) else 0, _CHUNK), side="right")
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(tri)]):
+            if b <= a:
+                continue
+            n = cnt[a:b]
+            k = np.repeat(np.arange(a, b), n)
+            off = np.arange(int(n.sum())) - np.repeat(ends[a:b] - n - (ends[a - 1] if a else 0), n)
+            ww = w[k]
+            row = r_lo[k] + off // ww
+            col = c_lo[k] + off % ww
+            qx = gx0 + (col + 0.5) * res
+            qy = gy0 - (row + 0.5) * res
+            ax, bx, cx = x0[k], x1[k], x2[k]
+            ay, by, cy = y0[k], y1[k], y2[k]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                det = (by - cy) * (ax - cx) + (cx - bx) * (ay - cy)
+                dx, dy = qx - cx, qy - cy
+                l0 = ((by - cy) * dx + (cx - bx) * dy) / det
+                l1 = ((cy - ay) * dx + (ax - cx) * dy) / det
+            l2 = 1.0 - l0 - l1
+            inside = (l0 >= -_EPS) & (l1 >= -_EPS) & (l2 >= -_EPS)
+            yield ((row * ncol + col)[inside], tri[k[inside]],
+                   np.column_stack((l0[inside], l1[inside], l2[inside])))
+
+    def rasterize(self, grid, invalid: np.ndarray | None = None, values: np.ndarray | None = None) -> np.ndarray:
+        """The TIN at the cell centres of ``grid`` (a :class:`~.grid.Grid`); NaN outside it or in ``invalid`` triangles.
+
+        Same values as :meth:`interpolate` at ``grid.centers()``, at a fraction of the cost.
+        """
+        out = np.full(grid.nrow * grid.ncol, np.nan)
+        if not len(self.triangles):
+            return out.reshape(grid.shape)
+        v = self.z if values is None else values
+        which = np.arange(len(self.triangles)) if invalid is None else np.flatnonzero(~invalid)
+        flat = out  # the threads write disjoint cells except on shared edges, where values agree
+
+        def part(tris: np.ndarray) -> None:
+            for cell, tri, w in self._cover(grid.x0 - self.ox, grid.y0 - self.oy, grid.res, grid.nrow, grid.ncol,
+                                            tris):
+                flat[cell] = (w * v[self.triangles[tri]]).sum(axis=1)
+
+        halves = np.array_split(which, 2) if len(which) > _QUERY_BLOCK else [which]
+        list(_pool().map(part, halves))
+        return out.reshape(grid.shape)
+
+    # --- point location ------------------------------------------------------------------
+
+    def _buckets(self) -> None:
+        """Start triangle of the walk for each bucket: the triangle holding the bucket's centre
+        (or, off the hull, the nearest bucket's)."""
+        nt = len(self.triangles)
+        w = max(float(self.x.max()), 1e-9)
+        h = max(float(self.y.max()), 1e-9)
+        cs = max(np.sqrt(w * h / nt), 1e-6)
+        self.bcs = cs
+        self.bnx = int(w // cs) + 1
+        self.bny = int(h // cs) + 1
+        # bucket (i, j) covers x in [j cs, (j+1) cs), y in [i cs, (i+1) cs): a north-up grid flipped in y
+        start = np.full(self.bny * self.bnx, -1, np.int64)
+        for cell, tri, _ in self._cover(0.0, self.bny * cs, cs, self.bny, self.bnx):
+            start[cell] = tri
+        start = start.reshape(self.bny, self.bnx)[::-1]
+        # buckets whose centre no triangle holds start from the nearest bucket that has one
+        empty = start < 0
+        if empty.all():
+            t = self.triangles
+            cx, cy = self.x[t].mean(axis=1), self.y[t].mean(axis=1)
+            bx = np.minimum((cx // cs).astype(np.int64), self.bnx - 1)
+            by = np.minimum((cy // cs).astype(np.int64), self.bny - 1)
+            start[by, bx] = np.arange(nt)
+            empty = start < 0
+        if empty.any():
+            _, (iy, ix) = ndimage.distance_transform_edt(empty, return_indices=True)
+            start = start[iy, ix]
+        self._start = np.ascontiguousarray(start)
 
     def locate(self, qx: np.ndarray, qy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Triangle containing each query (-1 outside the hull) and its barycentric weights (n, 3)."""
@@ -121,42 +246,78 @@ class TIN:
         weights = np.zeros((n, 3))
         if len(self.triangles) == 0 or n == 0:
             return found, weights
+        if self.neighbors is None:
+            raise ValueError("this TIN was built without neighbours: use rasterize()")
+        if self._start is None:
+            self._buckets()
         bx = np.clip((qx // self.bcs).astype(np.int64), 0, self.bnx - 1)
         by = np.clip((qy // self.bcs).astype(np.int64), 0, self.bny - 1)
-        cur = self.start[by, bx]
+        cur = self._start[by, bx]
         active = np.arange(n)
+        T = self.T
         nbrs = self.neighbors
         for _ in range(100_000):
             if not len(active):
                 break
-            T = self.T[cur]
-            dx = qx[active] - T[:, 4]
-            dy = qy[active] - T[:, 5]
-            l0 = T[:, 0] * dx + T[:, 1] * dy
-            l1 = T[:, 2] * dx + T[:, 3] * dy
-            lam = np.column_stack((l0, l1, 1.0 - l0 - l1))
-            worst = np.argmin(lam, axis=1)
-            inside = lam[np.arange(len(active)), worst] >= -1e-12
-            done_idx = active[inside]
-            found[done_idx] = cur[inside]
-            weights[done_idx] = lam[inside]
-            nxt = nbrs[cur[~inside], worst[~inside]]
-            still = active[~inside]
+            Tc = T[cur]
+            dx = qx[active] - Tc[:, 4]
+            dy = qy[active] - Tc[:, 5]
+            l0 = Tc[:, 0] * dx + Tc[:, 1] * dy
+            l1 = Tc[:, 2] * dx + Tc[:, 3] * dy
+            l2 = 1.0 - l0 - l1
+            inside = (l0 >= -_EPS) & (l1 >= -_EPS) & (l2 >= -_EPS)
+            done = active[inside]
+            found[done] = cur[inside]
+            weights[done, 0] = l0[inside]
+            weights[done, 1] = l1[inside]
+            weights[done, 2] = l2[inside]
+            out = ~inside
+            l0, l1, l2 = l0[out], l1[out], l2[out]
+            # step across the edge facing the most negative weight
+            worst = np.where(l0 < l1, np.where(l0 < l2, 0, 2), np.where(l1 < l2, 1, 2))
+            nxt = nbrs[cur[out], worst]
             keep = nxt >= 0  # -1: walked out of the hull
-            active = still[keep]
+            active = active[out][keep]
             cur = nxt[keep]
         return found, weights
 
     def interpolate(self, qx: np.ndarray, qy: np.ndarray, invalid: np.ndarray | None = None,
                     values: np.ndarray | None = None) -> np.ndarray:
-        """Linear interpolation at the queries; NaN outside the hull or in ``invalid`` triangles."""
+        """Linear interpolation at the queries; NaN outside the hull or in ``invalid`` triangles.
+
+        Queries are processed in cache-sized blocks on two threads (numpy
+        releases the GIL in the walk's array operations).
+        """
         shape = np.shape(qx)
-        tri, w = self.locate(qx, qy)
-        v = self.z if values is None else values
-        ok = tri >= 0
-        if invalid is not None:
-            ok &= ~invalid[np.maximum(tri, 0)]
-        out = np.full(len(tri), np.nan)
-        t = self.triangles[tri[ok]]
-        out[ok] = (w[ok] * v[t]).sum(axis=1)
+        qx, qy = np.ravel(qx), np.ravel(qy)
+        out = np.full(len(qx), np.nan)
+        if self.neighbors is not None and self._start is None and len(self.triangles):
+            self._buckets()  # once, before the threads share it
+
+        def block(s: slice) -> None:
+            tri, w = self.locate(qx[s], qy[s])
+            v = self.z if values is None else values
+            ok = tri >= 0
+            if invalid is not None:
+                ok &= ~invalid[np.maximum(tri, 0)]
+            t = self.triangles[tri[ok]]
+            out[s][ok] = (w[ok] * v[t]).sum(axis=1)
+
+        blocks = [slice(a, a + _QUERY_BLOCK) for a in range(0, len(qx), _QUERY_BLOCK)]
+        if len(blocks) > 1:
+            list(_pool().map(block, blocks))
+        elif blocks:
+            block(blocks[0])
         return out.reshape(shape)
+
+
+_QUERY_BLOCK = 1 << 17
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Two worker threads shared by every TIN (the machines we target have two cores)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1), thread_name_prefix="tin")
+    return _POOL

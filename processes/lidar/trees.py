@@ -7,6 +7,7 @@ and short trees narrow ones (Popescu & Wynne 2004).
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -133,6 +134,18 @@ def _lmf_points(p: Points, a: lmf) -> dict[str, np.ndarray]:
     return {"x": x[top], "y": y[top], "height": z[top]}
 
 
+def _near_tops(x, y, tx, ty, radius: float) -> np.ndarray:
+    """Mask of the points that may lie within ``radius`` of a top: those in the
+    radius-sized cells around the tops' cells (a cheap superset)."""
+    x0, y0 = min(x.min(), tx.min()), min(y.min(), ty.min())
+    ci, ri = ((x - x0) // radius).astype(np.int64) + 1, ((y - y0) // radius).astype(np.int64) + 1
+    tci, tri = ((tx - x0) // radius).astype(np.int64) + 1, ((ty - y0) // radius).astype(np.int64) + 1
+    mark = np.zeros((max(ri.max(), tri.max()) + 2, max(ci.max(), tci.max()) + 2), bool)
+    mark[tri, tci] = True
+    mark = ndimage.binary_dilation(mark, structure=np.ones((3, 3), bool))
+    return mark[ri, ci]
+
+
 def tree_heights(points: Points, tops: dict[str, np.ndarray], radius: float = 0.75) -> np.ndarray:
     """Height of each top from the highest normalised point within ``radius``.
 
@@ -144,13 +157,20 @@ def tree_heights(points: Points, tops: dict[str, np.ndarray], radius: float = 0.
     if not len(h) or not len(points):
         return h
     ox, oy = float(points.x.min()), float(points.y.min())
-    sel = points.z >= max(np.min(h) - 3.0, 0.0)
-    px, py, pz = points.x[sel] - ox, points.y[sel] - oy, points.z[sel]
+    tx, ty = np.asarray(tops["x"], float) - ox, np.asarray(tops["y"], float) - oy
+    sel = np.flatnonzero(points.z >= max(np.min(h) - 3.0, 0.0))
+    px, py = points.x[sel] - ox, points.y[sel] - oy
+    if not len(px):
+        return h
+    near = _near_tops(px, py, tx, ty, radius)
+    px, py, pz = px[near], py[near], points.z[sel[near]]
     if not len(pz):
         return h
     kd = cKDTree(np.column_stack((px, py)))
-    nb = kd.query_ball_point(np.column_stack((tops["x"] - ox, tops["y"] - oy)), radius, workers=-1)
-    for i, j in enumerate(nb):
-        if j:
-            h[i] = float(pz[j].max())
-    return h
+    nb = kd.query_ball_point(np.column_stack((tx, ty)), radius, workers=-1)
+    # flatten the neighbour lists: (top, point) pairs, then the highest point per top
+    lens = np.fromiter(map(len, nb), np.int64, len(nb))
+    j = np.fromiter(itertools.chain.from_iterable(nb), np.int64, int(lens.sum()))
+    best = np.full(len(h), -np.inf)
+    np.maximum.at(best, np.repeat(np.arange(len(h)), lens), pz[j])
+    return np.where(lens > 0, best, h)
