@@ -54,8 +54,12 @@ class JobContext(Protocol):
     def plots(self, scan: ScanInput, plot_ids: list[int] | None) -> list[PlotInput]:
         """The given plots, or the plots that intersect the scan, in the scan's CRS."""
 
-    parts_dir: Path
-    """Storage shared by a job and its child jobs (on any worker) for intermediate files."""
+    def share_part(self, path: Path, name: str) -> None:
+        """Hand the local file `path` (consumed) to the job's parent, or to this job's
+        children, as `name`: stored where every worker reaches it."""
+
+    def part(self, name: str) -> Path:
+        """A part shared under `name` by this job or a relative, as a local file."""
 
     def fan_out(self, process_id: str, children: list[dict]) -> list[dict]:
         """Run each input dict as a child job of `process_id`; their outputs, in order, once

@@ -57,7 +57,7 @@ class ForestInventoryProcessor(CanopyProcess):
                     for i, core in enumerate(cores)]
         results = ctx.fan_out("inventory-tile", children)          # first call: queues them and waits
         ctx.progress(86, f"merging {len(results)} tiles")
-        summary = merge_tile_results([ctx.parts_dir / r["part"] for r in results], ctx.workdir / "products",
+        summary = merge_tile_results([ctx.part(r["part"]) for r in results], ctx.workdir / "products",
                                      inputs=[str(f) for f in scan.files], crs=scan.crs, params=params,
                                      products=ALL_PRODUCTS)
         summary.update(crs_wkt=opened.crs.wkt, crs_epsg=opened.crs.epsg, units_to_metre=opened.crs.xy_to_m,

@@ -1,6 +1,6 @@
 """`inventory-tile` (internal): one buffered tile of a big scan's forest inventory, run
-as a child job on any worker; its result goes to the parent's shared parts directory
-and is merged by the parent (see forest_inventory.py)."""
+as a child job on any worker; its result is shared with the parent through storage
+and merged by the parent (see forest_inventory.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ class InventoryTileProcessor(CanopyProcess):
         ctx.progress(30, f"processing tile {inputs['index'] + 1} ({len(points):,} points)")
         result = process_tile(points, core, params, set(ALL_PRODUCTS))
         name = f"tile-{inputs['index']:05d}.npz"
-        ctx.parts_dir.mkdir(parents=True, exist_ok=True)
-        save_tile_result(result, ctx.parts_dir / name)
+        ctx.share_part(save_tile_result(result, ctx.workdir / name), name)
         ctx.progress(99, f"tile {inputs['index'] + 1} done")
         return Outcome(outputs={"part": name, "points": len(points)})

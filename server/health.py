@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify
 
 from db.pool import get_pool
 
-from .storage import open_storage
+from .storage import storage_of
 
 bp = Blueprint("health", __name__)
 
@@ -34,7 +34,7 @@ def readyz():
     except Exception as err:
         checks["redis"] = f"down: {type(err).__name__}"
     try:
-        open_storage(settings.storage_url).check()
+        storage_of(settings).check()
         checks["storage"] = "ok"
     except Exception as err:
         checks["storage"] = f"down: {type(err).__name__}"

@@ -1,14 +1,65 @@
-"""Where files live: a local directory (default) behind one small interface."""
+"""Where files live: a local directory (default) or S3-compatible object storage
+(`CANOPY_STORAGE_URL=s3://bucket/prefix`), behind one small interface.
+
+Keys are relative POSIX paths (`scans/3/a.laz`, `rasters/scan-3/chm-<job>.tif`).
+Work happens on local files: `local(key)` is where a file is written before it is
+`publish`ed, `fetch(key)` makes a stored object readable locally. With a local
+directory both are the file itself and `publish` is an atomic rename; with S3 they
+are paths in a cache under CANOPY_DATA_DIR and `publish` uploads. Rasters are read
+in place by GDAL through `gdal_path(key)` (`/vsis3/…` for S3).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import threading
+from functools import lru_cache
 from pathlib import Path
+from typing import Iterator, Protocol
 from urllib.parse import urlparse
 
 
+class Storage(Protocol):
+    def local(self, key: str) -> Path:
+        """A local working path for `key` (its parent directory exists)."""
+
+    def fetch(self, key: str) -> Path:
+        """The object at `key` as a local file (FileNotFoundError if there is none)."""
+
+    def publish(self, key: str, src: Path) -> None:
+        """Put the finished local file `src` at `key` (src is consumed)."""
+
+    def delete(self, key: str) -> None:
+        """Remove `key` if it exists."""
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under `prefix/` (and its local copies)."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def stat(self, key: str) -> tuple[str, int]:
+        """(version, size): the version changes whenever the object does."""
+
+    def read(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """The bytes [start, stop) of `key`, in chunks."""
+
+    def gdal_path(self, key: str) -> str:
+        """What GDAL opens to read `key` in place."""
+
+    def check(self) -> None:
+        """Raise unless the storage can be written and read."""
+
+
+def _safe_key(key: str) -> str:
+    parts = [p for p in key.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise ValueError(f"storage key escapes the storage root: {key!r}")
+    return "/".join(parts)
+
+
 class LocalStorage:
-    """Files under a root directory; keys are relative POSIX paths."""
+    """Files under a root directory."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -19,8 +70,47 @@ class LocalStorage:
             raise ValueError(f"storage key escapes the storage root: {key!r}")
         return target
 
+    def local(self, key: str) -> Path:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def fetch(self, key: str) -> Path:
+        return self.path(key)
+
+    def publish(self, key: str, src: Path) -> None:
+        final = self.local(key)
+        if Path(src).resolve() != final:
+            os.replace(src, final)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self.path(prefix), ignore_errors=True)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def stat(self, key: str) -> tuple[str, int]:
+        st = self.path(key).stat()
+        return f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}", st.st_size
+
+    def read(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        with open(self.path(key), "rb") as fh:
+            fh.seek(start)
+            left = None if stop is None else stop - start
+            while left is None or left > 0:
+                chunk = fh.read(1 << 20 if left is None else min(1 << 20, left))
+                if not chunk:
+                    return
+                left = None if left is None else left - len(chunk)
+                yield chunk
+
+    def gdal_path(self, key: str) -> str:
+        return str(self.path(key))
+
     def check(self) -> None:
-        """Raise unless the storage can be written and read."""
         self.root.mkdir(parents=True, exist_ok=True)
         probe = self.root / f".ready-{os.getpid()}"
         probe.write_bytes(b"ok")
@@ -29,8 +119,127 @@ class LocalStorage:
         probe.unlink()
 
 
-def open_storage(url: str) -> LocalStorage:
+class S3Storage:
+    """Objects in `s3://bucket/prefix` (any S3-compatible server: `endpoint`), read and
+    written with boto3; GDAL reads rasters in place through `/vsis3/`. Local copies
+    (uploads being received, fetched scans, job work files) live under `cache`."""
+
+    def __init__(self, bucket: str, prefix: str, cache: Path, endpoint: str | None = None):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix, self.cache = bucket, prefix.strip("/"), cache
+        self.client = boto3.client("s3", endpoint_url=endpoint or None,
+                                   config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                                                 s3={"addressing_style": "path"} if endpoint else {}))
+        if endpoint:        # GDAL's /vsis3/ reads its endpoint from these configuration options
+            parsed = urlparse(endpoint)
+            os.environ.setdefault("AWS_S3_ENDPOINT", parsed.netloc)
+            os.environ.setdefault("AWS_HTTPS", "NO" if parsed.scheme == "http" else "YES")
+            os.environ.setdefault("AWS_VIRTUAL_HOSTING", "FALSE")
+        self._lock = threading.Lock()
+
+    def _name(self, key: str) -> str:
+        key = _safe_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def local(self, key: str) -> Path:
+        target = self.cache / _safe_key(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def fetch(self, key: str) -> Path:
+        """Download `key` into the cache unless the cached copy has the object's ETag."""
+        target = self.local(key)
+        tag_file = target.with_name(target.name + ".etag")
+        etag = self._head(key)["ETag"]
+        if target.exists() and tag_file.exists() and tag_file.read_text() == etag:
+            return target
+        partial = target.with_name(f"{target.name}.{os.getpid()}-{threading.get_ident()}.part")
+        self.client.download_file(self.bucket, self._name(key), str(partial))
+        os.replace(partial, target)
+        tag_file.write_text(etag)
+        return target
+
+    def publish(self, key: str, src: Path) -> None:
+        self.client.upload_file(str(src), self.bucket, self._name(key))
+        Path(src).unlink(missing_ok=True)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._name(key))
+        cached = self.cache / _safe_key(key)
+        cached.unlink(missing_ok=True)
+        cached.with_name(cached.name + ".etag").unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._name(prefix) + "/")
+        for page in pages:
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+        shutil.rmtree(self.cache / _safe_key(prefix), ignore_errors=True)
+
+    def _head(self, key: str) -> dict:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._name(key))
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"no object {key!r} in s3://{self.bucket}/{self.prefix}") from err
+            raise
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._head(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def stat(self, key: str) -> tuple[str, int]:
+        head = self._head(key)
+        return head["ETag"].strip('"'), int(head["ContentLength"])
+
+    def read(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        ranged = f"bytes={start}-{'' if stop is None else stop - 1}"
+        body = self.client.get_object(Bucket=self.bucket, Key=self._name(key), Range=ranged)["Body"]
+        try:
+            yield from body.iter_chunks(1 << 20)
+        finally:
+            body.close()
+
+    def gdal_path(self, key: str) -> str:
+        return f"/vsis3/{self.bucket}/{self._name(key)}"
+
+    def check(self) -> None:
+        key = f"tmp/ready/{os.uname().nodename}-{os.getpid()}"
+        self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=b"ok")
+        got = self.client.get_object(Bucket=self.bucket, Key=self._name(key))["Body"].read()
+        self.client.delete_object(Bucket=self.bucket, Key=self._name(key))
+        if got != b"ok":
+            raise OSError("storage read back something else")
+
+
+def open_storage(url: str, cache: Path | None = None, endpoint: str | None = None) -> Storage:
+    """The storage at `url` (a path, file:// or s3://bucket/prefix); one per process."""
+    return _open(url, cache, endpoint, os.getpid())       # boto3 clients do not survive a fork
+
+
+@lru_cache(maxsize=8)
+def _open(url: str, cache: Path | None, endpoint: str | None, pid: int) -> Storage:
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return LocalStorage(Path(parsed.path if parsed.scheme else url))
-    raise ValueError(f"unsupported storage URL scheme {parsed.scheme!r} (file:// only for now)")
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"storage URL {url!r} names no bucket")
+        if cache is None:
+            raise ValueError("S3 storage needs a local cache directory")
+        return S3Storage(parsed.netloc, parsed.path, cache, endpoint)
+    raise ValueError(f"unsupported storage URL scheme {parsed.scheme!r} (file:// or s3://)")
+
+
+def storage_of(settings) -> Storage:
+    """The storage a Settings names (server.settings.Settings)."""
+    return open_storage(settings.storage_url, settings.storage_cache, settings.s3_endpoint or None)

@@ -1,4 +1,4 @@
-"""Committing a job's outcome in one step: files moved into place and every row
+"""Committing a job's outcome in one step: files published to storage and every row
 (rasters, trees, crowns, plot metrics, scan facts, the job's own state) written in
 one transaction. A re-run replaces the outputs of the same kind for the same scan,
 so running a job twice leaves one result, never two.
@@ -7,7 +7,7 @@ so running a job twice leaves one result, never two.
 from __future__ import annotations
 
 import json
-import os
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +16,44 @@ from psycopg import Connection
 from db.pool import get_pool
 from processes.base import Outcome
 
+log = logging.getLogger("canopy.jobs")
 
 
 class Superseded(Exception):
     """The job stopped being `running` (dismissed) before its outcome was committed."""
 
 
-def _move_files(outcome: Outcome, ctx, job_id: str) -> list[tuple[Path, Path]]:
-    """Move raster files from the work directory to their final keys (same filesystem:
-    atomic renames); returns (final, original) pairs so a failed commit can undo them."""
-    moved = []
-    for art in outcome.artifacts:
-        if art["kind"] != "raster":
-            continue
-        key = f"rasters/scan-{art['scan_id']}/{art['raster_kind']}-{job_id}.tif"
-        final = ctx.storage.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(art["path"], final)
-        art["storage_uri"] = key
-        moved.append((final, Path(art["path"])))
-    return moved
+def _publish_files(outcome: Outcome, ctx, job_id: str) -> list[str]:
+    """Publish raster files from the work directory at their final keys (a local
+    directory: atomic renames; S3: uploads); returns the keys so a failed commit can
+    delete them. Keys are unique per job, so nothing published here replaces a file
+    another commit refers to."""
+    published = []
+    try:
+        for art in outcome.artifacts:
+            if art["kind"] != "raster":
+                continue
+            key = f"rasters/scan-{art['scan_id']}/{art['raster_kind']}-{job_id}.tif"
+            ctx.storage.publish(key, Path(art["path"]))
+            art["storage_uri"] = key
+            published.append(key)
+    except BaseException:
+        _delete(ctx, published)
+        raise
+    return published
+
+
+def _delete(ctx, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            ctx.storage.delete(key)
+        except Exception:  # cleanup must not hide the error that caused it
+            log.warning("could not delete %s from storage", key, exc_info=True)
 
 
 def commit(job: dict, outcome: Outcome, ctx) -> dict:
     job_id = job["id"]
-    moved = _move_files(outcome, ctx, job_id)
+    published = _publish_files(outcome, ctx, job_id)
     replaced: list[str] = []
     try:
         with get_pool().connection() as conn, conn.transaction():
@@ -54,11 +67,9 @@ def commit(job: dict, outcome: Outcome, ctx) -> dict:
             if row is None:
                 raise Superseded(f"job {job_id} is no longer running")
     except BaseException:
-        for final, original in moved:
-            final.unlink(missing_ok=True)
+        _delete(ctx, published)
         raise
-    for key in replaced:                     # files of outputs this commit replaced
-        ctx.storage.path(key).unlink(missing_ok=True)
+    _delete(ctx, replaced)                   # files of outputs this commit replaced
     return results
 
 

@@ -12,7 +12,7 @@ from processes.base import PlotInput, ProcessInputError, ScanInput, WaitForChild
 from db.pool import get_pool
 
 from ..settings import Settings
-from ..storage import open_storage
+from ..storage import storage_of
 from . import events, store
 
 _MIN_INTERVAL = 0.5     # seconds between progress writes (the last one always goes out)
@@ -22,12 +22,12 @@ class WorkerContext:
     def __init__(self, job: dict, settings: Settings, dismissed: threading.Event, dismissed_error: type):
         self.job = job
         self.job_id = job["id"]
-        self.storage = open_storage(settings.storage_url)
-        self.workdir = self.storage.path(f"tmp/jobs/{self.job_id}")
+        self.storage = storage_of(settings)
+        self.workdir = self.storage.local(f"tmp/jobs/{self.job_id}")
         shutil.rmtree(self.workdir, ignore_errors=True)       # leftovers of an earlier attempt
         self.workdir.mkdir(parents=True)
         root = job["parent_id"] or self.job_id
-        self.parts_dir = self.storage.path(f"tmp/fanout/{root}")
+        self.parts_key = f"tmp/fanout/{root}"               # shared by a job and its children
         self._dismissed = dismissed
         self._dismissed_error = dismissed_error
         self._last = (0.0, -1)
@@ -76,7 +76,7 @@ class WorkerContext:
             raise ProcessInputError(f"scan {scan_id} does not exist in this job's project")
         if not files:
             raise ProcessInputError(f"scan {scan_id} has no files yet (status {row[3]})")
-        return ScanInput(id=row[0], project_id=row[1], files=[self.storage.path(f[0]) for f in files],
+        return ScanInput(id=row[0], project_id=row[1], files=[self.storage.fetch(f[0]) for f in files],
                          crs=row[4], crs_epsg=row[2])
 
     def plots(self, scan: ScanInput, plot_ids: list[int] | None) -> list[PlotInput]:
@@ -99,13 +99,19 @@ class WorkerContext:
                                     (scan.crs_epsg, scan.id)).fetchall()
         return [PlotInput(id=r[0], geometry_wkt=r[1]) for r in rows]
 
+    def share_part(self, path: Path, name: str) -> None:
+        self.storage.publish(f"{self.parts_key}/{name}", path)
+
+    def part(self, name: str) -> Path:
+        return self.storage.fetch(f"{self.parts_key}/{name}")
+
     def cleanup(self, final: bool = True) -> None:
         """Remove the work directory; a parent that reached a final state also removes
-        the parts its children left."""
+        the parts its children shared."""
         shutil.rmtree(self.workdir, ignore_errors=True)
         if final and not self.job["parent_id"]:
-            shutil.rmtree(self.parts_dir, ignore_errors=True)
+            self.storage.delete_prefix(self.parts_key)
 
 
 def workdirs_root(settings: Settings) -> Path:
-    return open_storage(settings.storage_url).path("tmp/jobs")
+    return storage_of(settings).local("tmp/jobs")

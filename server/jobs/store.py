@@ -159,6 +159,18 @@ def dismiss(job_id: str) -> str | None:
     return row[0] if row else None
 
 
+def lost_in_queue(older_than: float) -> list[str]:
+    """Queued jobs that nothing will run: called only when the queue and the schedule are
+    empty, so a job still `accepted` after `older_than` seconds lost its task (Huey has no
+    acknowledgement: a worker killed between popping a task and claiming its job loses it).
+    Each row is taken by one reaper at a time (its `updated` is moved on)."""
+    with get_pool().connection() as conn:
+        rows = conn.execute("UPDATE jobs SET updated = now(), message = 'requeued: its queued task was lost' "
+                            "WHERE status = 'accepted' AND updated < now() - make_interval(secs => %s) "
+                            "RETURNING identifier", (older_than,)).fetchall()
+    return [r[0] for r in rows]
+
+
 def reap(stale_seconds: float, max_attempts: int) -> list[tuple[str, str]]:
     """Running jobs whose heartbeat went stale (their worker died): back to accepted,
     or failed with a dead letter after the last attempt. Returns (job id, new status)."""

@@ -6,6 +6,8 @@ Process workers, so that a dismissed job that ignores its dismissal can be
 stopped by killing its worker process (the consumer replaces it). The reaper
 thread requeues jobs whose worker died (stale heartbeat) and removes their work
 directories; every worker machine runs one, and its SQL is safe to run concurrently.
+It also requeues jobs whose task was popped by a worker that died before claiming
+them (seen as `accepted` jobs while the queue and the schedule are empty).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from huey.consumer import Consumer
 
 from ..settings import get_settings
-from ..storage import open_storage
+from ..storage import storage_of
 from ..uploads.complete import purge_expired
 from . import store
 from .context import workdirs_root
@@ -34,9 +36,13 @@ def reap_once() -> None:
         log.warning("job %s had a stale heartbeat: %s", job_id, "requeued" if status == "accepted" else status)
         if status == "accepted":
             enqueue(job_id)
+    if huey.pending_count() == 0 and huey.scheduled_count() == 0:
+        for job_id in store.lost_in_queue(STALE_SECONDS):
+            log.warning("job %s was queued but its task is gone: requeued", job_id)
+            enqueue(job_id)
     settings = get_settings()
     cleanup_workdirs(workdirs_root(settings))
-    purged = purge_expired(open_storage(settings.storage_url))
+    purged = purge_expired(storage_of(settings))
     if purged:
         log.info("purged %d expired uploads", purged)
 

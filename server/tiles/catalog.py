@@ -2,8 +2,9 @@
 
 `rasters.storage_uri` semantics (the one place they are defined):
 
-- a *storage key*, relative to the storage root (`CANOPY_STORAGE_URL`), e.g.
-  `rasters/12/chm.tif` — what Canopy's processes write;
+- a *storage key*, relative to the storage root (`CANOPY_STORAGE_URL`, a local
+  directory or `s3://bucket/prefix`), e.g. `rasters/12/chm.tif` — what Canopy's
+  processes write;
 - or an absolute `file:///...` URI, for files kept outside the storage root
   (rows are written by the server's own processes and admins, never by callers).
 
@@ -26,7 +27,7 @@ from db.access import Principal, visible_projects
 from db.pool import get_pool
 
 from ..errors import NotFound
-from ..storage import open_storage
+from ..storage import LocalStorage, Storage, storage_of
 
 KINDS = ("dtm", "dsm", "chm", "density", "metrics")
 
@@ -36,8 +37,10 @@ class Raster:
     id: int
     project_id: int
     kind: str
-    path: Path
-    version: str            # changes whenever the file changes: size + mtime (ns) + inode
+    path: str               # what GDAL opens: a local path, or /vsis3/… for S3
+    storage: Storage        # where the file is, and its key there (for the COG download)
+    key: str
+    version: str            # changes whenever the file changes (local: size + mtime + inode; S3: ETag)
     public: bool            # readable by anonymous callers (drives Cache-Control public/private)
     crs_epsg: int | None
     resolution_m: float | None
@@ -47,19 +50,16 @@ class Raster:
     size: int
 
 
-def resolve(storage_uri: str, storage_root_url: str) -> Path:
-    """The local path of a `storage_uri` (see the module docstring)."""
+def resolve(storage_uri: str, storage: Storage) -> tuple[Storage, str]:
+    """The storage holding a `storage_uri` and its key there (see the module docstring)."""
     parsed = urlparse(storage_uri)
     if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
+        path = Path(unquote(parsed.path))
+        return LocalStorage(path.parent), path.name
     if parsed.scheme:
         raise ValueError(f"unsupported raster storage URI scheme {parsed.scheme!r}")
-    return open_storage(storage_root_url).path(storage_uri)
-
-
-def file_version(path: Path) -> tuple[str, int]:
-    st = path.stat()
-    return f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}", st.st_size
+    storage.gdal_path(storage_uri)                       # raises ValueError on a key escaping the root
+    return storage, storage_uri
 
 
 _QUERY = sql.SQL("""
@@ -87,13 +87,14 @@ def get_raster(raster_id: str) -> Raster:
     if row is None:
         raise NotFound(f"no raster {raster_id!r}")
     try:
-        path = resolve(row["storage_uri"], settings.storage_url)
-        version, size = file_version(path)
+        storage, key = resolve(row["storage_uri"], storage_of(settings))
+        version, size = storage.stat(key)
     except (OSError, ValueError) as exc:
         current_app.logger.warning("raster %s: file unavailable: %s", raster_id, exc)
         raise NotFound(f"the file of raster {raster_id} is not available") from exc
     bbox = None if row["xmin"] is None else (row["xmin"], row["ymin"], row["xmax"], row["ymax"])
-    return Raster(id=row["id"], project_id=row["project_id"], kind=row["kind"], path=path,
+    return Raster(id=row["id"], project_id=row["project_id"], kind=row["kind"], path=storage.gdal_path(key),
+                  storage=storage, key=key,
                   version=version, public=bool(row["public"]), crs_epsg=row["crs_epsg"],
                   resolution_m=row["resolution_m"], bands=row["bands"], stats=row["stats"],
                   bbox=bbox, size=size)

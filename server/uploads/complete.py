@@ -18,7 +18,7 @@ from processes.lidar.validate import inspect
 
 from ..jobs import store as jobs
 from ..jobs.queue import enqueue
-from ..storage import LocalStorage
+from ..storage import Storage
 from .tus import TusError
 
 
@@ -30,20 +30,20 @@ def sha256_of(path) -> str:
     return h.hexdigest()
 
 
-def _discard(upload: dict, storage: LocalStorage) -> None:
+def _discard(upload: dict, storage: Storage) -> None:
     with get_pool().connection() as conn:
         conn.execute("DELETE FROM uploads WHERE id = %s", (upload["id"],))
-    storage.path(upload["storage_path"]).unlink(missing_ok=True)
+    storage.local(upload["storage_path"]).unlink(missing_ok=True)
 
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(name))[:100] or "scan.laz"
 
 
-def finish(upload: dict, storage: LocalStorage) -> dict[str, str]:
+def finish(upload: dict, storage: Storage) -> dict[str, str]:
     """Returns extra response headers (the scan and the ingestion job)."""
     meta = upload["metadata"]
-    path = storage.path(upload["storage_path"])
+    path = storage.local(upload["storage_path"])
     try:
         facts = inspect(path, crs=meta.get("crs"))
     except LidarError as err:
@@ -70,9 +70,7 @@ def finish(upload: dict, storage: LocalStorage) -> dict[str, str]:
                 (upload["project_id"], meta.get("name") or meta["filename"], meta.get("crs"), digest,
                  upload["length"])).fetchone()[0]
         key = f"scans/{scan_id}/{upload['id'][:8]}-{_safe_name(meta.get('filename', 'scan.laz'))}"
-        final = storage.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, final)
+        storage.publish(key, path)      # if the transaction fails, an unreferenced object may remain
         conn.execute("INSERT INTO scan_files (scan_id, storage_uri, filename, size_bytes, sha256, point_count, "
                      "bounds_native) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                      (scan_id, key, meta.get("filename"), upload["length"], digest, facts["point_count"],
@@ -86,11 +84,11 @@ def finish(upload: dict, storage: LocalStorage) -> dict[str, str]:
     return {"Canopy-Scan": f"{base}/collections/scans/items/{scan_id}", "Canopy-Job": f"{base}/jobs/{job_id}"}
 
 
-def purge_expired(storage: LocalStorage) -> int:
+def purge_expired(storage: Storage) -> int:
     """Remove expired, unfinished uploads and their bytes (run by the workers' reaper)."""
     with get_pool().connection() as conn:
         rows = conn.execute("DELETE FROM uploads WHERE completed_at IS NULL AND expires_at < now() "
                             "RETURNING storage_path").fetchall()
     for (key,) in rows:
-        storage.path(key).unlink(missing_ok=True)
+        storage.local(key).unlink(missing_ok=True)
     return len(rows)

@@ -23,7 +23,7 @@ from db.pool import get_pool
 
 from ..auth import policy
 from ..errors import NotFound, problem
-from ..storage import open_storage
+from ..storage import storage_of
 from . import complete, tus
 from .tus import TusError
 
@@ -85,8 +85,7 @@ def create():
     meta.setdefault("filename", "upload.laz")
     upload_id = uuid.uuid4().hex
     expires = datetime.now(timezone.utc) + _ttl()
-    storage = open_storage(current_app.config["CANOPY_SETTINGS"].storage_url)
-    path = storage.path(f"uploads/{upload_id}.part")
+    path = storage_of(current_app.config["CANOPY_SETTINGS"]).local(f"uploads/{upload_id}.part")
     with get_pool().connection() as conn, conn.transaction():
         # quota: the bytes of this user's uploads, counted before any byte is accepted
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (principal.user_id,))
@@ -101,7 +100,6 @@ def create():
                      (upload_id, principal.user_id, project_id, length,
                       json.dumps({**meta, "project": project_id, "scan": scan_id}), expires,
                       f"uploads/{upload_id}.part"))
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
     location = f"{current_app.config['CANOPY_SETTINGS'].public_url}/uploads/{upload_id}"
     headers = _headers(Location=location, **{"Upload-Expires": tus.http_date(expires), "Upload-Offset": "0"})
@@ -204,8 +202,8 @@ def _receive(upload_id: str, offset: int) -> dict[str, str]:
             raise TusError(409, f"upload {upload_id} is complete")
         if offset != upload["offset"]:
             raise TusError(409, f"Upload-Offset {offset} does not match the upload's offset {upload['offset']}")
-        storage = open_storage(current_app.config["CANOPY_SETTINGS"].storage_url)
-        path = storage.path(upload["storage_path"])
+        storage = storage_of(current_app.config["CANOPY_SETTINGS"])
+        path = storage.local(upload["storage_path"])     # bytes are received locally, published when complete
         room = upload["length"] - offset
         declared = request.content_length
         if declared is not None and declared > room:
@@ -257,6 +255,5 @@ def terminate(upload_id: str):
         upload = _load(upload_id)
         with get_pool().connection() as conn:
             conn.execute("DELETE FROM uploads WHERE id = %s", (upload_id,))
-        open_storage(current_app.config["CANOPY_SETTINGS"].storage_url).path(
-            upload["storage_path"]).unlink(missing_ok=True)
+        storage_of(current_app.config["CANOPY_SETTINGS"]).local(upload["storage_path"]).unlink(missing_ok=True)
     return Response(status=204, headers=_headers())

@@ -255,3 +255,24 @@ def test_owslib_processes_client(server, runner):
     assert api.process("echo")["id"] == "echo"
     result = api.execute("echo", {"message": "owslib"})
     assert result == {"echo": "owslib"}
+
+
+def test_a_job_whose_queued_task_was_lost_still_runs(server, workers, runner, db_url):
+    """Huey has no acknowledgement: a worker killed between popping a task and claiming
+    its job loses the task. Such a job (accepted, nothing queued) is requeued by the reaper."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        owner = conn.execute("SELECT id FROM users ORDER BY id DESC LIMIT 1").fetchone()[0]
+        job_id = conn.execute(
+            "INSERT INTO jobs (identifier, process_id, status, owner_id, inputs, updated) VALUES "
+            "(md5(random()::text), 'echo', 'accepted', %s, %s, now() - interval '1 minute') RETURNING identifier",
+            (owner, json.dumps({"inputs": {"message": "lost and found"}}))).fetchone()[0]
+    workers.start(1, CANOPY_JOB_STALE="2", CANOPY_REAP_EVERY="1")
+    deadline = time.monotonic() + 30
+    with psycopg.connect(db_url) as conn:
+        while time.monotonic() < deadline:
+            status, results = conn.execute("SELECT status, results FROM jobs WHERE identifier = %s",
+                                           (job_id,)).fetchone()
+            if status == "successful":
+                break
+            time.sleep(0.2)
+    assert (status, results) == ("successful", {"echo": "lost and found"})

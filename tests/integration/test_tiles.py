@@ -483,14 +483,17 @@ def test_owslib_reads_the_capabilities_and_tiles(server, rasters):
 # --- storage URIs --------------------------------------------------------------------------
 
 def test_storage_uri_forms(tmp_path):
+    from server.storage import LocalStorage
     from server.tiles.catalog import resolve
-    root = tmp_path / "storage"
-    assert resolve("rasters/12/chm.tif", root.as_uri()) == (root / "rasters/12/chm.tif").resolve()
-    assert resolve("file:///data/x%20y.tif", root.as_uri()) == Path("/data/x y.tif")
+    root = LocalStorage(tmp_path / "storage")
+    storage, key = resolve("rasters/12/chm.tif", root)
+    assert storage.gdal_path(key) == str((root.root / "rasters/12/chm.tif").resolve())
+    storage, key = resolve("file:///data/x%20y.tif", root)
+    assert storage.gdal_path(key) == "/data/x y.tif"
     with pytest.raises(ValueError):
-        resolve("../../etc/passwd", root.as_uri())
+        resolve("../../etc/passwd", root)
     with pytest.raises(ValueError):
-        resolve("s3://bucket/key.tif", root.as_uri())
+        resolve("s3://bucket/key.tif", root)
 
 
 # --- vector tiles ---------------------------------------------------------------------------
