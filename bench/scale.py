@@ -126,6 +126,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=16)
     ap.add_argument("--tile-size", type=float, default=250)
     ap.add_argument("--single", action="store_true", help="also run the single-machine engine in-process")
+    ap.add_argument("--workers", default="1,2", help="worker process counts to run, e.g. 2 or 1,2")
     args = ap.parse_args()
     with private_stack("bench-scale-") as stack, canopy(stack) as (_, base):
         t = time.perf_counter()
@@ -149,7 +150,8 @@ def main() -> None:
         headers = {"Authorization": f"Bearer {token}"}
         ingest(stack, base, headers)
         runs = {}
-        for workers in (1, 2):
+        counts = [int(w) for w in args.workers.split(",")]
+        for workers in counts:
             runs[workers] = inventory(stack, base, headers, 1, workers, args.tile_size)
             runs[workers]["chm"], runs[workers]["trees"] = products(stack, 1)
             r = runs[workers]
@@ -157,9 +159,13 @@ def main() -> None:
                   f"({n / r['wall'] / 1e6:.2f} M points/s), {r['results']['summary']['tiles']} tiles, "
                   f"{r['results']['summary']['tree_count']} trees, peak RSS of any worker process "
                   f"{r['peak']:.0f} MB")
-        print(f"speed-up 2 vs 1 worker processes: {runs[1]['wall'] / runs[2]['wall']:.2f}x")
-        print(f"CHM, 2 workers vs 1: {same(runs[2]['chm'], runs[1]['chm'])}; trees "
-              f"{'identical' if runs[2]['trees'].shape == runs[1]['trees'].shape and np.allclose(runs[2]['trees'], runs[1]['trees']) else 'DIFFERENT'}")
+        if 1 in runs and 2 in runs:
+            identical = runs[2]["trees"].shape == runs[1]["trees"].shape and np.allclose(runs[2]["trees"],
+                                                                                         runs[1]["trees"])
+            print(f"speed-up 2 vs 1 worker processes: {runs[1]['wall'] / runs[2]['wall']:.2f}x")
+            print(f"CHM, 2 workers vs 1: {same(runs[2]['chm'], runs[1]['chm'])}; trees "
+                  f"{'identical' if identical else 'DIFFERENT'}")
+        last = runs[counts[-1]]
         if args.single:
             from processes.lidar.pipeline import ALL_PRODUCTS, Params, run
             t = time.perf_counter()
@@ -169,8 +175,13 @@ def main() -> None:
             with rasterio.open(summary["products"]["chm"]) as ds:
                 single = ds.read(1)
             trees = json.loads(Path(summary["products"]["trees"]).read_text())["features"]
+            single_trees = np.array(sorted((f["geometry"]["coordinates"][0], f["geometry"]["coordinates"][1],
+                                            f["properties"]["height"]) for f in trees))
+            identical = single_trees.shape == last["trees"].shape and np.allclose(single_trees, last["trees"],
+                                                                                  atol=1e-6)
             print(f"single machine in-process: {time.perf_counter() - t:.1f} s, {len(trees)} trees; "
-                  f"CHM vs fanned out: {same(runs[2]['chm'], single)}")
+                  f"CHM vs fanned out: {same(last['chm'], single)}; tree sets "
+                  f"{'identical' if identical else 'DIFFERENT'}")
 
 
 if __name__ == "__main__":
