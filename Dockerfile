@@ -1,4 +1,9 @@
 # Canopy: multi-stage build, non-root runtime, healthcheck.
+FROM node:20-bookworm-slim AS web
+WORKDIR /src
+COPY web ./web
+RUN mkdir -p server/static && cd web && npm ci --no-audit --no-fund && npm run build
+
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -14,6 +19,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf 
     && useradd --system --create-home --uid 10001 canopy
 COPY --from=build /opt/canopy /opt/canopy
 WORKDIR /app
+COPY --from=web /src/server/static ./server/static
 COPY pygeoapi-config.yml ./
 COPY server ./server
 COPY providers ./providers
