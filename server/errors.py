@@ -52,10 +52,6 @@ class PreconditionRequired(CanopyError):
     status, code = 428, "PreconditionRequired"
 
 
-class Unavailable(CanopyError):
-    status, code = 503, "ServiceUnavailable"
-
-
 _EXTRA_STATUSES = {460: "Checksum Mismatch"}
 
 

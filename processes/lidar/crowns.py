@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 from rasterio import features
-from scipy import ndimage
 
 from .errors import InvalidParameter
 from .grid import Raster

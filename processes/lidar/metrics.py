@@ -83,7 +83,7 @@ def group_metrics(points: Points, groups: np.ndarray, ngroups: int, *, dsm_rumpl
     out: dict[str, np.ndarray] = {"n": n.copy()}
     empty = n == 0
     order = np.lexsort((z, g))
-    zs, gs = z[order], g[order]
+    zs = z[order]
     start = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
     ni = n.astype(np.int64)
     zmax = np.full(ngroups, np.nan)
