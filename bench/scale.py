@@ -4,6 +4,10 @@ and whether both runs (and, with --single, an in-process single-machine run) giv
 same CHM and tree set. Figures only; nothing passes or fails on time.
 
     .venv/bin/python bench/scale.py [--points 100e6] [--files 16] [--tile-size 250] [--single]
+                                    [--workers 1,2] [--kill-at 40]
+
+With --kill-at, the 2-worker run uses two separate consumers (like two machines) and
+SIGKILLs one of them at that progress: the scan must still complete with the same result.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -62,10 +67,16 @@ def descendants(pid: int) -> list[int]:
     return kids + [g for k in kids for g in descendants(k)]
 
 
-def inventory(stack, base: str, headers: dict, scan_id: int, workers: int, tile_size: float) -> dict:
+def inventory(stack, base: str, headers: dict, scan_id: int, workers: int, tile_size: float,
+              kill_at: float | None = None) -> dict:
+    """One `forest-inventory` run. With ``kill_at`` (a progress percentage) the workers run as
+    separate consumers (like separate machines) and one of them is SIGKILLed at that progress."""
     env = dict(service_env(stack), CANOPY_FANOUT_POINTS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "server", "worker", "--workers", str(workers)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    groups = [workers] if kill_at is None else [1] * workers
+    procs = [subprocess.Popen([sys.executable, "-m", "server", "worker", "--workers", str(n)], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             for n in groups]
+    killed = None
     try:
         time.sleep(2)
         t0 = time.perf_counter()
@@ -75,16 +86,23 @@ def inventory(stack, base: str, headers: dict, scan_id: int, workers: int, tile_
         peak = 0.0
         while True:
             state = requests.get(f"{base}/jobs/{job['jobID']}", headers=headers).json()
-            peak = max(peak, peak_rss_mb(descendants(proc.pid)))
+            peak = max(peak, peak_rss_mb([d for p in procs if p.poll() is None for d in descendants(p.pid)]))
             if state["status"] in ("successful", "failed", "dismissed"):
                 break
+            if kill_at is not None and killed is None and state.get("progress", 0) >= kill_at:
+                os.killpg(procs[0].pid, signal.SIGKILL)        # a whole worker machine dies
+                killed = {"progress": state["progress"], "after": time.perf_counter() - t0}
             time.sleep(1)
         wall = time.perf_counter() - t0
         results = requests.get(f"{base}/jobs/{job['jobID']}/results", headers=headers).json()
-        return {"wall": wall, "status": state["status"], "peak": peak, "results": results, "job": job["jobID"]}
+        return {"wall": wall, "status": state["status"], "peak": peak, "results": results, "job": job["jobID"],
+                "killed": killed}
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait(60)
 
 
 def ingest(stack, base: str, headers: dict) -> None:
@@ -127,6 +145,7 @@ def main() -> None:
     ap.add_argument("--tile-size", type=float, default=250)
     ap.add_argument("--single", action="store_true", help="also run the single-machine engine in-process")
     ap.add_argument("--workers", default="1,2", help="worker process counts to run, e.g. 2 or 1,2")
+    ap.add_argument("--kill-at", type=float, help="with 2+ workers: SIGKILL one worker (machine) at this progress %%")
     args = ap.parse_args()
     with private_stack("bench-scale-") as stack, canopy(stack) as (_, base):
         t = time.perf_counter()
@@ -152,9 +171,13 @@ def main() -> None:
         runs = {}
         counts = [int(w) for w in args.workers.split(",")]
         for workers in counts:
-            runs[workers] = inventory(stack, base, headers, 1, workers, args.tile_size)
+            kill_at = args.kill_at if workers > 1 else None
+            runs[workers] = inventory(stack, base, headers, 1, workers, args.tile_size, kill_at)
             runs[workers]["chm"], runs[workers]["trees"] = products(stack, 1)
             r = runs[workers]
+            if r["killed"]:
+                print(f"  one of the {workers} workers was SIGKILLed at {r['killed']['progress']}% progress "
+                      f"({r['killed']['after']:.0f} s into the run)")
             print(f"{workers} worker process(es): {r['status']} in {r['wall']:.1f} s "
                   f"({n / r['wall'] / 1e6:.2f} M points/s), {r['results']['summary']['tiles']} tiles, "
                   f"{r['results']['summary']['tree_count']} trees, peak RSS of any worker process "
