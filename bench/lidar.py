@@ -1,7 +1,9 @@
 """LiDAR engine benchmark: points/s and peak RSS per step, beside raw lazrs decompression.
 
-Every measurement runs in its own subprocess (peak RSS = that process's
-ru_maxrss), on the same file, in the same run:
+Every measurement runs in its own subprocess, on the same file, in the same run.
+Tiles run on ``--jobs`` processes (default: one per core); "peak RSS" is the largest
+process (the reader or a tile process), "RSS sum" the reader plus every tile process
+at its peak (an upper bound of the memory in use at once):
 
     python bench/lidar.py                       # 1 M and 10 M synthetic points + bcts tiles
     python bench/lidar.py --sizes 1e6 10e6 50e6 --steps raw raw1 chm inventory
@@ -63,7 +65,7 @@ def make_scan(path: Path, n_points: float, seed: int = 0) -> Path:
     return path
 
 
-def measure(step: str, files: list[str], out: str) -> dict:
+def measure(step: str, files: list[str], out: str, jobs: int) -> dict:
     """Run one step in this process and report time, points and peak RSS."""
     import laspy
 
@@ -86,16 +88,18 @@ def measure(step: str, files: list[str], out: str) -> dict:
         products = {"dtm": {"dtm"}, "chm": {"chm"}, "chm_p2r": {"chm"}, "trees": {"trees", "crowns"},
                     "metrics": {"grid_metrics"}, "inventory": pipeline.ALL_PRODUCTS}[step]
         params = pipeline.Params(chm=p2r()) if step == "chm_p2r" else pipeline.Params()
-        s = pipeline.run(files, out, params=params, products=products)
+        s = pipeline.run(files, out, params=params, products=products, jobs=jobs)
         n = s["point_count"]
     dt = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (Linux: KB)
-    return {"step": step, "points": n, "seconds": dt, "points_per_s": n / dt, "peak_rss_mb": rss}
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest tile process
+    return {"step": step, "points": n, "seconds": dt, "points_per_s": n / dt, "peak_rss_mb": max(rss, kids),
+            "rss_sum_mb": rss + kids * jobs if kids else rss}
 
 
-def run_child(step: str, files: list[Path]) -> dict:
+def run_child(step: str, files: list[Path], jobs: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, __file__, "--measure", step, "--out", out, *map(str, files)]
+        cmd = [sys.executable, __file__, "--measure", step, "--out", out, "--jobs", str(jobs), *map(str, files)]
         r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         return {"step": step, "error": r.stderr.strip().splitlines()[-1] if r.stderr else "failed"}
@@ -108,12 +112,14 @@ def main() -> None:
     ap.add_argument("--steps", nargs="*", default=ALL_STEPS)
     ap.add_argument("--no-bcts", action="store_true")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "canopy-bench")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="processes working on tiles at once (default: one per core)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.measure:
-        print(json.dumps(measure(a.measure, a.files, a.out)))
+        print(json.dumps(measure(a.measure, a.files, a.out, a.jobs)))
         return
     a.cache.mkdir(parents=True, exist_ok=True)
     datasets: list[tuple[str, list[Path]]] = []
@@ -125,12 +131,13 @@ def main() -> None:
     bcts = sorted(SHARED.glob("bcts_*.laz"))
     if bcts and not a.no_bcts:
         datasets.append(("bcts 4 tiles", bcts))
-    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
-    print(f"{'dataset':<16} {'step':<10} {'points':>12} {'seconds':>9} {'Mpts/s':>8} {'x raw':>7} {'peak RSS MB':>12}")
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; tiles on {a.jobs} process(es)")
+    print(f"{'dataset':<16} {'step':<10} {'points':>12} {'seconds':>9} {'Mpts/s':>8} {'x raw':>7} {'peak RSS MB':>12} "
+          f"{'RSS sum MB':>11}")
     for name, files in datasets:
         raw = None
         for step in a.steps:
-            r = run_child(step, files)
+            r = run_child(step, files, a.jobs)
             if "error" in r:
                 print(f"{name:<16} {step:<10} error: {r['error']}")
                 continue
@@ -138,7 +145,7 @@ def main() -> None:
                 raw = r["points_per_s"]
             rel = f"{r['points_per_s'] / raw:.2f}" if raw else ""
             print(f"{name:<16} {step:<10} {r['points']:>12,} {r['seconds']:>9.2f} {r['points_per_s'] / 1e6:>8.2f} "
-                  f"{rel:>7} {r['peak_rss_mb']:>12.0f}", flush=True)
+                  f"{rel:>7} {r['peak_rss_mb']:>12.0f} {r['rss_sum_mb']:>11.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hmin", type=float, default=2.0)
     p.add_argument("--crowns", choices=["watershed", "dalponte2016"], default="watershed")
     p.add_argument("--polygons", type=Path, help="GeoJSON of plots (native CRS) for the 'plots' step")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes working on tiles at once")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = polygon_metrics(a.inputs, geoms, crs=a.crs, params=params, progress=progress)
                 (a.out / "plot_metrics.json").write_text(json.dumps(result, indent=1))
             else:
-                result = run(a.inputs, a.out, crs=a.crs, params=params, products=STEPS[a.step], progress=progress)
+                result = run(a.inputs, a.out, crs=a.crs, params=params, products=STEPS[a.step], progress=progress,
+                             jobs=a.jobs)
                 result.pop("crs_wkt", None)
     except LidarError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import shapely
@@ -394,10 +395,43 @@ class Assembler:
 # --- the whole scan ---------------------------------------------------------------------
 
 
+def _bucket_task(args: tuple) -> TileResult | None:
+    """One tile from its spilled bucket (runs in a pool process when ``jobs`` > 1)."""
+    path, core, params, products = args
+    t = time.perf_counter()
+    pts = load_bucket(path)
+    path.unlink(missing_ok=True)
+    if not len(pts):
+        return None
+    r = process_tile(pts, core, params, products)
+    r.timings["load"] = time.perf_counter() - t - sum(r.timings.values())
+    return r
+
+
+def _tile_results(tasks: list[tuple], jobs: int) -> Iterator[TileResult | None]:
+    """Tile results in tile order, computed here or by ``jobs`` processes (tiles are
+    independent, so two cores process two tiles at once; the caller assembles them in
+    order, so the output does not depend on ``jobs``)."""
+    if jobs <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield _bucket_task(task)
+        return
+    # spawned, not forked: the parent holds lazrs's decoder threads; spawned children are
+    # also direct children, so their peak RSS shows in RUSAGE_CHILDREN
+    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)))
+    try:
+        yield from pool.imap(_bucket_task, tasks)
+        pool.close()
+    finally:
+        pool.terminate()  # also on an error or a dismissal (the progress callback raising)
+        pool.join()
+
+
 def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, params: Params = Params(),
         products: Iterable[str] = ALL_PRODUCTS, progress: ProgressFn | None = None,
-        workdir: PathLike | None = None) -> dict:
-    """Run the products of ``products`` over a scan in buffered tiles (see :func:`inventory`)."""
+        workdir: PathLike | None = None, jobs: int = 1) -> dict:
+    """Run the products of ``products`` over a scan in buffered tiles (see :func:`inventory`);
+    ``jobs`` processes work on tiles at once (1: all in this process)."""
     t0 = time.perf_counter()
     products = set(products)
     unknown = products - ALL_PRODUCTS
@@ -418,27 +452,23 @@ def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, p
     timings: dict[str, float] = {}
     try:
         t = time.perf_counter()
+        tp = prog.slice(0.25, 0.95, len(cores), "tiles")
         if len(cores) == 1:
-            buckets = None
             prog.set(2, "reading points")
+            pts = read_points(scan)
+            timings["read"] = time.perf_counter() - t
+            if len(pts):
+                asm.add(process_tile(pts, cores[0], params, products))
+            del pts
         else:
             buckets = bucket_points(scan, cores, params.buffer, tmp,
                                     prog.slice(0.02, 0.25, scan.point_count, "reading"))
-        timings["read"] = time.perf_counter() - t
-        tp = prog.slice(0.25, 0.95, len(cores), "tiles")
-        for i, core in enumerate(cores):
-            tp.set(i, f"tile {i + 1}/{len(cores)}")
-            t = time.perf_counter()
-            if buckets is None:
-                pts = read_points(scan)
-            else:
-                pts = load_bucket(buckets[i])
-                buckets[i].unlink(missing_ok=True)
-            timings["read"] += time.perf_counter() - t
-            if not len(pts):
-                continue
-            asm.add(process_tile(pts, core, params, products))
-            del pts
+            timings["read"] = time.perf_counter() - t
+            tasks = [(b, c, params, products) for b, c in zip(buckets, cores)]
+            for i, r in enumerate(_tile_results(tasks, jobs)):
+                if r is not None:
+                    asm.add(r)
+                tp.set(i + 1, f"tile {i + 1}/{len(cores)}")
         tp.done(f"{len(cores)} tiles")
         if asm.stats["points"] and asm.stats["tiles"] == asm.stats["tiles_without_ground"]:
             raise NoGroundPoints("no ground point in the scan (none classified and none found by the cloth filter)")
@@ -494,7 +524,7 @@ def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, p
 def inventory(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, resolution: float = 0.5,
               dtm_resolution: float = 1.0, metrics_resolution: float = 20.0, tile_size: float = 250.0,
               buffer: float = 30.0, progress: ProgressFn | None = None, params: Params | None = None,
-              **overrides) -> dict:
+              jobs: int = 1, **overrides) -> dict:
     """Forest inventory of a scan in one streaming pass.
 
     Writes ``dtm.tif``, ``chm.tif``, ``trees.geojson`` (height, crown area and
@@ -519,6 +549,8 @@ def inventory(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=N
         Called regularly; an exception raised by it stops the run.
     params : Params, optional
         Full parameter set (the keyword arguments above override it).
+    jobs : int
+        Processes working on tiles at once.
     **overrides
         Any other :class:`Params` field (``ground=csf(...)``, ``trees=lmf(...)``...).
 
@@ -530,7 +562,7 @@ def inventory(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=N
     p = params or Params()
     p = replace(p, chm_res=resolution, dtm_res=dtm_resolution, metrics_res=metrics_resolution,
                 tile_size=tile_size, buffer=buffer, **overrides)
-    return run(inputs, out_dir, crs=crs, params=p, products=ALL_PRODUCTS, progress=progress)
+    return run(inputs, out_dir, crs=crs, params=p, products=ALL_PRODUCTS, progress=progress, jobs=jobs)
 
 
 # --- plots ---------------------------------------------------------------------------------

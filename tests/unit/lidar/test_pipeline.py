@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import sys
 import time
@@ -50,6 +51,7 @@ def runs(scan_files, tmp_path_factory):
                              progress=lambda p, m: calls.append((p, m)))
     out["tiled_time"] = time.perf_counter() - t
     out["whole"] = inventory([whole], d / "whole", tile_size=1000, buffer=20, metrics_resolution=20)
+    out["parallel"] = inventory(parts, d / "parallel", tile_size=40, buffer=20, metrics_resolution=20, jobs=2)
     out["calls"] = calls
     return out
 
@@ -98,6 +100,17 @@ def test_tiles_equal_whole_scan(runs):
     assert a["canopy_cover"] == pytest.approx(b["canopy_cover"], abs=1e-12)
 
 
+def test_tiles_on_two_processes_give_identical_products(runs):
+    a, b = runs["tiled"], runs["parallel"]
+    for key in RASTERS:
+        x, _ = read_raster(a["products"][key])
+        y, _ = read_raster(b["products"][key])
+        assert np.array_equal(x, y, equal_nan=True), key
+    for key in ("trees", "crowns"):
+        assert open(a["products"][key]).read() == open(b["products"][key]).read()  # same ids, same order
+    assert b["tree_count"] == a["tree_count"] > 100
+
+
 def test_trees_of_the_pipeline_match_truth(runs, scan_files):
     _, _, _, truth = scan_files
     feats = json.loads(open(runs["tiled"]["products"]["trees"]).read())["features"]
@@ -131,9 +144,11 @@ def test_cancel_from_the_callback_propagates(scan_files, tmp_path):
         if pct > 30:
             raise Cancelled()
 
-    with pytest.raises(Cancelled):
-        inventory(scan_files[1], tmp_path / "x", tile_size=40, buffer=20, progress=cb)
-    assert not list((tmp_path / "x").glob("*.tif"))  # no half-written product
+    for jobs in (1, 2):
+        with pytest.raises(Cancelled):
+            inventory(scan_files[1], tmp_path / "x", tile_size=40, buffer=20, progress=cb, jobs=jobs)
+        assert not list((tmp_path / "x").glob("*.tif"))  # no half-written product
+    assert not multiprocessing.active_children()  # the tile processes were stopped
 
 
 def test_one_tile_alone_then_merge(scan_files, runs, tmp_path):
