@@ -8,8 +8,9 @@ triangles removed (``max_edge``), stacked by maximum, which removes the pits
 that pulses passing through crowns leave in a max-binned CHM.
 
 Each layer's TIN is scan-converted onto the CHM grid (:meth:`TIN.rasterize`)
-rather than locating every cell in it; a layer whose vertex set equals the
-previous layer's is not triangulated again.
+rather than locating every cell in it; a layer that removes few vertices from
+the previous one is derived from it by refilling the cavities of the removed
+vertices (:func:`_stack_layers`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 from .errors import InvalidParameter
 from .grid import Grid, Raster
 from .points import Points
-from .tin import TIN
+from .tin import TIN, refill
 
 
 @dataclass(frozen=True)
@@ -117,22 +118,53 @@ def rasterize_canopy(points: Points, res: float = 0.5, algorithm: p2r | pitfree 
     big = Grid(grid.x0 - grid.res, grid.y0 + grid.res, grid.res / k, (grid.nrow + 2) * k, (grid.ncol + 2) * k)
     top = highest_per_cell(x, y, z, big)
     x, y, z = x[top], y[top], z[top]
+    return Raster(_stack_layers(x, y, z, grid, algorithm).astype(np.float32), grid, "chm")
+
+
+REFILL_SHARE = 0.03  # above this share of removed vertices, triangulating again is faster
+
+
+def _contained(inner: float, outer: float) -> bool:
+    """Whether triangles valid under max_edge ``inner`` are all valid under ``outer`` (0: no limit)."""
+    return outer == 0 or (inner != 0 and inner <= outer)
+
+
+def _stack_layers(x, y, z, grid: Grid, algorithm: pitfree) -> np.ndarray:
+    """The maximum of the layers' TINs at the cell centres.
+
+    A layer's vertices are the previous layer's minus those below its threshold,
+    so its triangulation differs from the previous one only in the cavities
+    around the removed vertices (:func:`~.tin.refill`), and only the refilled
+    triangles can raise the maximum: the others were rasterised already (when
+    the previous layer's edge limit is as loose).  A layer that removes many
+    vertices is triangulated again in full.
+    """
     out = np.full(grid.shape, np.nan)
     me0, me1 = algorithm.max_edge
-    prev = (-1, -1.0)
-    for t in sorted(algorithm.thresholds):
+    thresholds = sorted(algorithm.thresholds)
+    tris = alive = None
+    prev_limit = 0.0
+    for t in thresholds:
         sel = z >= t
-        n = int(sel.sum())
-        if n < 3:
+        if int(sel.sum()) < 3:
             break  # the layers above hold no canopy
-        limit = me0 if t == min(algorithm.thresholds) else me1
-        if (n, limit) == prev:
-            continue  # no vertex between the two thresholds: the same TIN again
-        prev = (n, limit)
-        tin = TIN(x[sel], y[sel], z[sel], neighbors=False)
-        if not len(tin):
+        limit = me0 if t == thresholds[0] else me1
+        step = None
+        removed = None if alive is None else alive & ~sel
+        if tris is not None and _contained(limit, prev_limit) and removed.sum() <= REFILL_SHARE * sel.sum():
+            step = refill(x, y, tris, removed)
+        if step is None:  # the first layer, or a full rebuild
+            idx = np.flatnonzero(sel)
+            full = TIN(x[idx], y[idx], z[idx], neighbors=False)
+            tris = idx[full.triangles]
+            draw = tris
+        else:
+            draw, tris = step
+        alive, prev_limit = sel, limit
+        if not len(draw):
             continue
+        layer = TIN(x, y, z, triangles=draw)
         # long edges (pit-free rule) and wide circumcircles (not decided locally, see terrain.tin)
-        invalid = tin.invalid(max_edge=limit, max_radius=algorithm.max_radius)
-        np.fmax(out, tin.rasterize(grid, invalid), out=out)
-    return Raster(out.astype(np.float32), grid, "chm")
+        invalid = layer.invalid(max_edge=limit, max_radius=algorithm.max_radius)
+        np.fmax(out, layer.rasterize(grid, invalid), out=out)
+    return out

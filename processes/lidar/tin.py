@@ -53,6 +53,93 @@ def triangulate(x: np.ndarray, y: np.ndarray, neighbors: bool = True) -> tuple[n
     return d.simplices.astype(np.int64), d.neighbors.astype(np.int64)
 
 
+def _orient(x, y, a, b, c) -> np.ndarray:
+    """Sign of the turn a -> b -> c (positive: counter-clockwise)."""
+    return np.sign((x[b] - x[a]) * (y[c] - y[a]) - (y[b] - y[a]) * (x[c] - x[a]))
+
+
+def _area2(x, y, t: np.ndarray) -> float:
+    return float(np.abs((x[t[:, 1]] - x[t[:, 0]]) * (y[t[:, 2]] - y[t[:, 0]])
+                        - (x[t[:, 2]] - x[t[:, 0]]) * (y[t[:, 1]] - y[t[:, 0]])).sum())
+
+
+def refill(x: np.ndarray, y: np.ndarray, triangles: np.ndarray,
+           removed: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Delaunay triangulation after removing vertices, rebuilt only where it changes.
+
+    Removing vertices from a Delaunay triangulation changes only the triangles
+    touching them (the cavity); every other triangle keeps its empty
+    circumcircle.  The cavity is refilled with the triangles of the Delaunay
+    triangulation of its own vertices (``C``) that lie inside it: the cavity's
+    boundary edges are Delaunay edges of ``C`` too, so each triangle of DT(C)
+    is wholly inside or outside; the inside ones are found by a flood fill from
+    the inner side of the boundary that never crosses it.  Written here because
+    no library deletes vertices from a Delaunay triangulation in bulk.
+
+    Parameters
+    ----------
+    x, y : vertex coordinates (all vertices, removed ones included)
+    triangles : (n, 3) the current triangulation (vertex indices)
+    removed : bool per vertex, the vertices to remove (faster than triangulating
+        the rest again while they are a few percent of the vertices)
+
+    Returns
+    -------
+    (new, triangulation) : the cavity's new triangles and the whole new
+        triangulation, or None (rebuild: cocircular vertices made DT(C) flip one
+        of the cavity's boundary edges)
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    hit = removed[triangles].any(axis=1)
+    aff, keep = triangles[hit], triangles[~hit]
+    if not len(aff):
+        return np.empty((0, 3), np.int64), triangles
+    cav = np.unique(aff[~removed[aff]])
+    if len(cav) < 3:
+        return None
+    n = len(x)
+    # the cavity's boundary: edges of one affected triangle only, between kept vertices
+    e0 = np.concatenate([aff[:, 1], aff[:, 2], aff[:, 0]])
+    e1 = np.concatenate([aff[:, 2], aff[:, 0], aff[:, 1]])
+    third = np.concatenate([aff[:, 0], aff[:, 1], aff[:, 2]])
+    key = np.minimum(e0, e1) * n + np.maximum(e0, e1)
+    _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
+    bnd = (cnt[inv] == 1) & ~removed[e0] & ~removed[e1]
+    bkey, b0, b1, bthird = key[bnd], e0[bnd], e1[bnd], third[bnd]
+    # DT(C), in global vertex indices
+    local, nbr = triangulate(x[cav] - x[cav].min(), y[cav] - y[cav].min(), neighbors=True)
+    if not len(local):
+        return None
+    dt = cav[local]
+    f0 = np.concatenate([dt[:, 1], dt[:, 2], dt[:, 0]])  # edge k is opposite vertex k
+    f1 = np.concatenate([dt[:, 2], dt[:, 0], dt[:, 1]])
+    fthird = np.concatenate([dt[:, 0], dt[:, 1], dt[:, 2]])
+    ftri = np.tile(np.arange(len(dt)), 3)
+    fkey = np.minimum(f0, f1) * n + np.maximum(f0, f1)
+    on_bnd = np.isin(fkey, bkey)
+    if not np.isin(bkey, fkey[on_bnd]).all():
+        return None  # a boundary edge that DT(C) flipped (cocircular vertices): the fill could leak
+    # seeds: the DT(C) triangle on the inner side (the affected triangle's side) of each boundary edge
+    order = np.argsort(bkey)
+    j = order[np.searchsorted(bkey[order], fkey[on_bnd])]
+    same_side = _orient(x, y, b0[j], b1[j], bthird[j]) == _orient(x, y, b0[j], b1[j], fthird[on_bnd])
+    seeds = ftri[on_bnd][same_side]
+    # flood fill across the edges that are not on the boundary
+    other = nbr.T.ravel()  # neighbour across edge k of triangle i, in the same order as f0/f1
+    link = (other >= 0) & ~on_bnd
+    m = len(dt)
+    graph = coo_matrix((np.ones(int(link.sum()), np.int8), (ftri[link], other[link])), shape=(m, m))
+    _, comp = connected_components(graph, directed=False)
+    inside = np.isin(comp, np.unique(comp[seeds]))
+    new = dt[inside]
+    # the refill lies within the cavity (less where a removed vertex was on the hull)
+    if _area2(x, y, new) > _area2(x, y, aff) * (1 + 1e-9):
+        return None
+    return new, np.concatenate([keep, new])
+
+
 class TIN:
     """A Delaunay TIN of (x, y, z) points with fast linear interpolation.
 
@@ -68,13 +155,17 @@ class TIN:
         (:meth:`rasterize` does not).
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, *, neighbors: bool = True):
+    def __init__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, *, neighbors: bool = True,
+                 triangles: np.ndarray | None = None):
         self.ox = float(np.min(x)) if len(x) else 0.0
         self.oy = float(np.min(y)) if len(y) else 0.0
         self.x = np.asarray(x, np.float64) - self.ox
         self.y = np.asarray(y, np.float64) - self.oy
         self.z = np.asarray(z, np.float64)
-        self.triangles, self.neighbors = triangulate(self.x, self.y, neighbors)
+        if triangles is None:
+            self.triangles, self.neighbors = triangulate(self.x, self.y, neighbors)
+        else:  # given triangles (see refill); no adjacency
+            self.triangles, self.neighbors = np.asarray(triangles, np.int64).reshape(-1, 3), None
         self._T: np.ndarray | None = None
         self._start: np.ndarray | None = None
 

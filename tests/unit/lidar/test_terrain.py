@@ -95,3 +95,24 @@ def test_noise_filters_find_isolated_points(forests):
         false = (flagged & ~truth.is_noise).sum() / (~truth.is_noise).sum()
         print(f"{type(algo).__name__}: noise recall {rec:.3f}, false alarm {false:.5f}")
         assert rec > 0.9 and false < 0.01
+
+
+def _triangle_set(tris: np.ndarray) -> set:
+    return set(map(tuple, np.sort(tris, axis=1).tolist()))
+
+
+@pytest.mark.parametrize("share", [0.001, 0.02])
+def test_refill_equals_a_new_triangulation(share):
+    """Removing vertices by refilling their cavities gives the Delaunay triangulation of the rest."""
+    from processes.lidar.tin import refill, triangulate
+
+    rng = np.random.default_rng(3)
+    x, y = 500_000 + rng.random(50_000) * 100, 5_400_000 + rng.random(50_000) * 100
+    tris, _ = triangulate(x - 500_000, y - 5_400_000, neighbors=False)
+    removed = rng.random(len(x)) < share
+    removed[np.argmin(x)] = True  # a vertex of the hull too
+    new, after = refill(x, y, tris, removed)
+    rest = np.flatnonzero(~removed)
+    full, _ = triangulate(x[rest] - 500_000, y[rest] - 5_400_000, neighbors=False)
+    assert _triangle_set(after) == _triangle_set(rest[full])
+    assert not removed[new].any() and len(new) > removed.sum()
