@@ -81,7 +81,7 @@ def refill(x: np.ndarray, y: np.ndarray, triangles: np.ndarray,
     x, y : vertex coordinates (all vertices, removed ones included)
     triangles : (n, 3) the current triangulation (vertex indices)
     removed : bool per vertex, the vertices to remove (faster than triangulating
-        the rest again while they are a few percent of the vertices)
+        the rest again while they are up to about a third of the rest)
 
     Returns
     -------
