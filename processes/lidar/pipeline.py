@@ -408,23 +408,28 @@ def _bucket_task(args: tuple) -> TileResult | None:
     return r
 
 
-def _tile_results(tasks: list[tuple], jobs: int) -> Iterator[TileResult | None]:
-    """Tile results in tile order, computed here or by ``jobs`` processes (tiles are
-    independent, so two cores process two tiles at once; the caller assembles them in
-    order, so the output does not depend on ``jobs``)."""
-    if jobs <= 1 or len(tasks) <= 1:
+def _tile_pool(jobs: int, ntiles: int):
+    """Processes for the tiles (None: work in this process). Started before the scan is
+    read so that they import their modules meanwhile; spawned, not forked, because this
+    process holds lazrs's decoder threads, and spawned children are direct children, so
+    their peak RSS shows in RUSAGE_CHILDREN."""
+    if jobs <= 1 or ntiles <= 1:
+        return None
+    return multiprocessing.get_context("spawn").Pool(min(jobs, ntiles), initializer=_warm_up)
+
+
+def _warm_up() -> None:
+    """Nothing: unpickling this function imported the pipeline and its libraries."""
+
+
+def _tile_results(tasks: list[tuple], pool) -> Iterator[TileResult | None]:
+    """Tile results in tile order, computed here or by the pool (the caller assembles them
+    in order, so the products do not depend on the number of processes)."""
+    if pool is None:
         for task in tasks:
             yield _bucket_task(task)
         return
-    # spawned, not forked: the parent holds lazrs's decoder threads; spawned children are
-    # also direct children, so their peak RSS shows in RUSAGE_CHILDREN
-    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)))
-    try:
-        yield from pool.imap(_bucket_task, tasks)
-        pool.close()
-    finally:
-        pool.terminate()  # also on an error or a dismissal (the progress callback raising)
-        pool.join()
+    yield from pool.imap(_bucket_task, tasks)
 
 
 def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, params: Params = Params(),
@@ -450,6 +455,7 @@ def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, p
     to_native = 1.0 / scan.crs.xy_to_m
     asm = Assembler(scan.crs.crs, to_native, mg, params, out, products, scan.crs.epsg)
     timings: dict[str, float] = {}
+    pool = _tile_pool(jobs, len(cores))
     try:
         t = time.perf_counter()
         tp = prog.slice(0.25, 0.95, len(cores), "tiles")
@@ -465,7 +471,7 @@ def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, p
                                     prog.slice(0.02, 0.25, scan.point_count, "reading"))
             timings["read"] = time.perf_counter() - t
             tasks = [(b, c, params, products) for b, c in zip(buckets, cores)]
-            for i, r in enumerate(_tile_results(tasks, jobs)):
+            for i, r in enumerate(_tile_results(tasks, pool)):
                 if r is not None:
                     asm.add(r)
                 tp.set(i + 1, f"tile {i + 1}/{len(cores)}")
@@ -480,6 +486,9 @@ def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, p
         asm.abort()
         raise
     finally:
+        if pool is not None:
+            pool.terminate()  # idle by now, or stopped by an error or a dismissal
+            pool.join()
         shutil.rmtree(tmp, ignore_errors=True)
     timings.update({f"step_{k}": round(v, 3) for k, v in asm.timings.items()})
     s = asm.stats
