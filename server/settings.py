@@ -25,6 +25,7 @@ class Settings:
     storage_url: str           # file:///… (default ./.data/storage) or s3://bucket/prefix
     storage_cache: Path        # local copies of S3 objects, uploads being received, job work files
     s3_endpoint: str           # an S3-compatible server (http://host:port); empty: AWS
+    s3_cache_bytes: int        # fetched S3 objects kept in storage_cache, least recently used evicted
     run_dir: Path              # generated pygeoapi config and OpenAPI document
     jwt_secret: str
     limit_default: int
@@ -56,6 +57,7 @@ def get_settings() -> Settings:
         storage_url=os.environ.get("CANOPY_STORAGE_URL", (data / "storage").as_uri()),
         storage_cache=Path(os.environ.get("CANOPY_STORAGE_CACHE", data / "storage-cache")),
         s3_endpoint=os.environ.get("CANOPY_S3_ENDPOINT", ""),
+        s3_cache_bytes=_int("CANOPY_S3_CACHE_BYTES", 100 << 30),
         run_dir=Path(os.environ.get("CANOPY_RUN_DIR", data / "run")),
         jwt_secret=os.environ.get("CANOPY_JWT_SECRET", ""),
         limit_default=_int("CANOPY_LIMIT_DEFAULT", 100),

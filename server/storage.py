@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -124,11 +125,15 @@ class S3Storage:
     written with boto3; GDAL reads rasters in place through `/vsis3/`. Local copies
     (uploads being received, fetched scans, job work files) live under `cache`."""
 
-    def __init__(self, bucket: str, prefix: str, cache: Path, endpoint: str | None = None):
+    CACHE_MIN_AGE = 600.0  # seconds: a copy used more recently than this is never evicted
+
+    def __init__(self, bucket: str, prefix: str, cache: Path, endpoint: str | None = None,
+                 cache_bytes: int = 100 << 30):
         import boto3
         from botocore.config import Config
 
         self.bucket, self.prefix, self.cache = bucket, prefix.strip("/"), cache
+        self.cache_bytes = cache_bytes
         self.client = boto3.client("s3", endpoint_url=endpoint or None,
                                    config=Config(retries={"max_attempts": 5, "mode": "standard"},
                                                  s3={"addressing_style": "path"} if endpoint else {}))
@@ -154,12 +159,35 @@ class S3Storage:
         tag_file = target.with_name(target.name + ".etag")
         etag = self._head(key)["ETag"]
         if target.exists() and tag_file.exists() and tag_file.read_text() == etag:
+            tag_file.touch()          # last use, for the eviction
             return target
         partial = target.with_name(f"{target.name}.{os.getpid()}-{threading.get_ident()}.part")
         self.client.download_file(self.bucket, self._name(key), str(partial))
         os.replace(partial, target)
         tag_file.write_text(etag)
+        self.evict(keep=target)
         return target
+
+    def evict(self, keep: Path | None = None) -> int:
+        """Delete the least recently used fetched copies until they fit in `cache_bytes`;
+        copies used in the last CACHE_MIN_AGE seconds (a running task's) stay. Returns bytes freed."""
+        now, copies = time.time(), []
+        for tag in self.cache.rglob("*.etag"):
+            data = tag.with_name(tag.name[:-len(".etag")])
+            try:
+                copies.append((tag.stat().st_mtime, data.stat().st_size, data, tag))
+            except FileNotFoundError:   # evicted by another process meanwhile
+                continue
+        total, freed = sum(c[1] for c in copies), 0
+        for used, size, data, tag in sorted(copies, key=lambda c: c[0]):
+            if total - freed <= self.cache_bytes:
+                break
+            if data == keep or now - used < self.CACHE_MIN_AGE:
+                continue
+            tag.unlink(missing_ok=True)
+            data.unlink(missing_ok=True)
+            freed += size
+        return freed
 
     def publish(self, key: str, src: Path) -> None:
         self.client.upload_file(str(src), self.bucket, self._name(key))
@@ -221,13 +249,14 @@ class S3Storage:
             raise OSError("storage read back something else")
 
 
-def open_storage(url: str, cache: Path | None = None, endpoint: str | None = None) -> Storage:
+def open_storage(url: str, cache: Path | None = None, endpoint: str | None = None,
+                 cache_bytes: int = 100 << 30) -> Storage:
     """The storage at `url` (a path, file:// or s3://bucket/prefix); one per process."""
-    return _open(url, cache, endpoint, os.getpid())       # boto3 clients do not survive a fork
+    return _open(url, cache, endpoint, cache_bytes, os.getpid())  # boto3 clients do not survive a fork
 
 
 @lru_cache(maxsize=8)
-def _open(url: str, cache: Path | None, endpoint: str | None, pid: int) -> Storage:
+def _open(url: str, cache: Path | None, endpoint: str | None, cache_bytes: int, pid: int) -> Storage:
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return LocalStorage(Path(parsed.path if parsed.scheme else url))
@@ -236,10 +265,11 @@ def _open(url: str, cache: Path | None, endpoint: str | None, pid: int) -> Stora
             raise ValueError(f"storage URL {url!r} names no bucket")
         if cache is None:
             raise ValueError("S3 storage needs a local cache directory")
-        return S3Storage(parsed.netloc, parsed.path, cache, endpoint)
+        return S3Storage(parsed.netloc, parsed.path, cache, endpoint, cache_bytes)
     raise ValueError(f"unsupported storage URL scheme {parsed.scheme!r} (file:// or s3://)")
 
 
 def storage_of(settings) -> Storage:
     """The storage a Settings names (server.settings.Settings)."""
-    return open_storage(settings.storage_url, settings.storage_cache, settings.s3_endpoint or None)
+    return open_storage(settings.storage_url, settings.storage_cache, settings.s3_endpoint or None,
+                        settings.s3_cache_bytes)

@@ -311,3 +311,26 @@ def test_fan_out_parts_go_through_the_bucket(s3, s3_server, s3_workers, db_url, 
         assert (np.isnan(a) == np.isnan(b)).all() and np.abs(a[both] - b[both]).max() <= 1e-6
     features = json.loads(Path(single["products"]["trees"]).read_text())["features"]
     assert results["summary"]["tree_count"] == len(features)
+
+
+def test_worker_cache_evicts_least_recently_used_copies(s3, tmp_path, monkeypatch):
+    """Fetched scans stay cached up to CANOPY_S3_CACHE_BYTES; older copies go first, copies in
+    use (fetched within CACHE_MIN_AGE) never."""
+    from server.storage import S3Storage
+
+    for k, v in AWS.items():
+        monkeypatch.setenv(k, v)
+    store = S3Storage(BUCKET, "cache-test", tmp_path, s3["endpoint"], cache_bytes=2500)
+    for name in ("a", "b", "c"):
+        s3["client"].put_object(Bucket=BUCKET, Key=f"cache-test/scans/{name}.laz", Body=bytes(1000))
+    a = store.fetch("scans/a.laz")
+    b = store.fetch("scans/b.laz")
+    old = time.time() - 2 * S3Storage.CACHE_MIN_AGE
+    os.utime(a.with_name("a.laz.etag"), (old, old))
+    os.utime(b.with_name("b.laz.etag"), (old + 1, old + 1))
+    c = store.fetch("scans/c.laz")                 # 3000 bytes > 2500: the oldest (a) goes
+    assert not a.exists() and b.exists() and c.exists()
+    store.fetch("scans/a.laz")                     # fetched again; now b is the oldest and old enough
+    assert b.exists() is False and a.exists() and c.exists()
+    store.cache_bytes = 0
+    assert store.evict() == 0 and a.exists() and c.exists()   # both in use: kept
