@@ -298,17 +298,41 @@ def process_tile(points: Points, core: Bounds, params: Params = Params(),
 # --- assembling -----------------------------------------------------------------------
 
 
+class FeatureWriter:
+    """A GeoJSON FeatureCollection written feature by feature (memory stays flat however
+    many trees a scan holds); appears under its name only when closed."""
+
+    def __init__(self, path: Path, crs_epsg: int | None):
+        self.path = path
+        self.part = path.with_name(path.name + ".part")
+        self.fh = open(self.part, "w")
+        self.count = 0
+        head = {"type": "FeatureCollection"}
+        if crs_epsg:
+            head["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{crs_epsg}"}}
+        self.fh.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"features":[')
+
+    def add(self, feature: dict) -> None:
+        self.fh.write(("," if self.count else "") + json.dumps(feature, separators=(",", ":")))
+        self.count += 1
+
+    def close(self) -> Path:
+        self.fh.write("]}")
+        self.fh.close()
+        self.part.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.fh.close()
+        self.part.unlink(missing_ok=True)
+
+
 class Assembler:
     """Merges tile results into the scan's products in ``out_dir``."""
 
     def __init__(self, scan_crs, to_native: float, metrics_grid: Grid, params: Params, out_dir: Path,
                  products: set[str], crs_epsg: int | None):
-        self.out = out_dir
-        self.crs = scan_crs
         self.f = to_native
-        self.params = params
-        self.products = products
-        self.epsg = crs_epsg
         self.writers: dict[str, MosaicWriter] = {}
         b = metrics_grid.bounds
         if "dtm" in products:
@@ -320,8 +344,13 @@ class Assembler:
         if "grid_metrics" in products:
             self.writers["grid_metrics"] = MosaicWriter(out_dir / "grid_metrics.tif", metrics_grid, scan_crs,
                                                         metricsmod.METRIC_NAMES, to_native=to_native)
-        self.trees: list[dict] = []
-        self.crowns: list[dict] = []
+        self.features: dict[str, FeatureWriter] = {}
+        if products & {"trees", "crowns"}:
+            self.features["trees"] = FeatureWriter(out_dir / "trees.geojson", crs_epsg)
+        if "crowns" in products:
+            self.features["crowns"] = FeatureWriter(out_dir / "crowns.geojson", crs_epsg)
+        self.tree_count = 0
+        self.height_sum, self.height_max = 0.0, None
         self.stats = {"points": 0, "ground": 0, "first": 0, "first_above2": 0, "noise": 0, "tiles": 0,
                       "tiles_without_ground": 0}
         self.timings: dict[str, float] = {}
@@ -339,16 +368,23 @@ class Assembler:
             self.band_counts += ok.sum(axis=1)
         t = r.trees
         for i in range(len(t.get("x", []))):
-            tid = len(self.trees) + 1
-            self.trees.append({"id": tid, "x": float(t["x"][i]) * self.f, "y": float(t["y"][i]) * self.f,
-                               "height": round(float(t["height"][i]), 3),
-                               "crown_area": round(float(t["crown_area"][i]), 3),
-                               "crown_diameter": round(float(t["crown_diameter"][i]), 3)})
-            if r.crowns and i < len(r.crowns) and r.crowns[i] is not None:
+            self.tree_count += 1
+            tid = self.tree_count
+            props = {"tree_id": tid, "height": round(float(t["height"][i]), 3),
+                     "crown_area": round(float(t["crown_area"][i]), 3),
+                     "crown_diameter": round(float(t["crown_diameter"][i]), 3)}
+            self.height_sum += props["height"]
+            self.height_max = props["height"] if self.height_max is None else max(self.height_max, props["height"])
+            if "trees" in self.features:
+                xy = [float(t["x"][i]) * self.f, float(t["y"][i]) * self.f]
+                self.features["trees"].add({"type": "Feature", "id": tid,
+                                            "geometry": {"type": "Point", "coordinates": xy}, "properties": props})
+            if "crowns" in self.features and r.crowns and i < len(r.crowns) and r.crowns[i] is not None:
                 poly = affinity.scale(r.crowns[i], xfact=self.f, yfact=self.f, origin=(0, 0))
-                self.crowns.append({"tree_id": tid, "geometry": poly, "height": self.trees[-1]["height"],
-                                    "area": self.trees[-1]["crown_area"],
-                                    "diameter": self.trees[-1]["crown_diameter"]})
+                self.features["crowns"].add({
+                    "type": "Feature", "id": tid, "geometry": shapely.geometry.mapping(poly),
+                    "properties": {"tree_id": tid, "height": props["height"], "area": props["crown_area"],
+                                   "diameter": props["crown_diameter"]}})
         for k in ("points", "ground", "first", "first_above2", "noise"):
             self.stats[k] += int(r.stats.get(k, 0))
         self.stats["tiles"] += 1
@@ -356,40 +392,23 @@ class Assembler:
         for k, v in r.timings.items():
             self.timings[k] = self.timings.get(k, 0.0) + v
 
-    def _crs_member(self) -> dict | None:
-        if self.epsg:
-            return {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{self.epsg}"}}
-        return None
-
-    def _write_geojson(self, path: Path, features: list[dict]) -> None:
-        fc = {"type": "FeatureCollection", "features": features}
-        crs = self._crs_member()
-        if crs:
-            fc["crs"] = crs
-        with open(path, "w") as fh:
-            json.dump(fc, fh, separators=(",", ":"))
-
     def finish(self) -> dict:
         paths: dict[str, str] = {}
         for key, w in self.writers.items():
             paths[key] = str(w.close())
-        if "trees" in self.products or "crowns" in self.products:
-            feats = [{"type": "Feature", "id": t["id"], "geometry": {"type": "Point", "coordinates": [t["x"], t["y"]]},
-                      "properties": {"tree_id": t["id"], "height": t["height"], "crown_area": t["crown_area"],
-                                     "crown_diameter": t["crown_diameter"]}} for t in self.trees]
-            self._write_geojson(self.out / "trees.geojson", feats)
-            paths["trees"] = str(self.out / "trees.geojson")
-        if "crowns" in self.products:
-            feats = [{"type": "Feature", "id": c["tree_id"], "geometry": shapely.geometry.mapping(c["geometry"]),
-                      "properties": {"tree_id": c["tree_id"], "height": c["height"], "area": c["area"],
-                                     "diameter": c["diameter"]}} for c in self.crowns]
-            self._write_geojson(self.out / "crowns.geojson", feats)
-            paths["crowns"] = str(self.out / "crowns.geojson")
+        for key, fw in self.features.items():
+            paths[key] = str(fw.close())
         return paths
+
+    @property
+    def crown_count(self) -> int:
+        return self.features["crowns"].count if "crowns" in self.features else 0
 
     def abort(self) -> None:
         for w in self.writers.values():
             w.abort()
+        for fw in self.features.values():
+            fw.abort()
 
 
 # --- the whole scan ---------------------------------------------------------------------
@@ -492,7 +511,6 @@ def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, p
         shutil.rmtree(tmp, ignore_errors=True)
     timings.update({f"step_{k}": round(v, 3) for k, v in asm.timings.items()})
     s = asm.stats
-    heights = np.array([t["height"] for t in asm.trees]) if asm.trees else np.empty(0)
     summary = {
         "inputs": [str(f.path) for f in scan.files],
         "crs_epsg": scan.crs.epsg,
@@ -508,10 +526,10 @@ def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, p
         "ground_points": s["ground"],
         "ground_share": s["ground"] / s["points"] if s["points"] else 0.0,
         "canopy_cover": s["first_above2"] / s["first"] if s["first"] else 0.0,
-        "tree_count": len(asm.trees),
-        "crown_count": len(asm.crowns),
-        "tree_height_mean": float(heights.mean()) if len(heights) else None,
-        "tree_height_max": float(heights.max()) if len(heights) else None,
+        "tree_count": asm.tree_count,
+        "crown_count": asm.crown_count,
+        "tree_height_mean": asm.height_sum / asm.tree_count if asm.tree_count else None,
+        "tree_height_max": asm.height_max,
         "area_ha": mg.nrow * mg.ncol * mg.res**2 / 10_000,
         "products": paths,
         "grid_metric_means": ({k: (float(sv / cv) if cv else None) for k, sv, cv in
@@ -678,7 +696,7 @@ def merge_tile_results(parts: Sequence[PathLike], out_dir: PathLike, *, inputs: 
         asm.abort()
         raise
     s = asm.stats
-    return {"products": paths, "tree_count": len(asm.trees), **s,
+    return {"products": paths, "tree_count": asm.tree_count, **s,
             "canopy_cover": s["first_above2"] / s["first"] if s["first"] else 0.0}
 
 
