@@ -16,6 +16,7 @@ positions, so two evaluators are written here:
 """
 from __future__ import annotations
 
+import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -406,9 +407,23 @@ _QUERY_BLOCK = 1 << 17
 _POOL: ThreadPoolExecutor | None = None
 
 
+def _limit_malloc_arenas(n: int = 2) -> None:
+    """Cap glibc's malloc arenas (mallopt M_ARENA_MAX, as MALLOC_ARENA_MAX=2 would).
+
+    Each thread otherwise gets an arena of its own, which keeps the freed arrays
+    of one tile and the process's peak RSS creeps up tile after tile (measured at
+    50 M points: 1.38-1.51 GB without, 1.28 GB with).  No library does this.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, n)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _pool() -> ThreadPoolExecutor:
     """Two worker threads shared by every TIN (the machines we target have two cores)."""
     global _POOL
     if _POOL is None:
+        _limit_malloc_arenas()  # before the threads exist
         _POOL = ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1), thread_name_prefix="tin")
     return _POOL
