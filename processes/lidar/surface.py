@@ -21,7 +21,7 @@ import numpy as np
 from .errors import InvalidParameter
 from .grid import Grid, Raster
 from .points import Points
-from .tin import TIN, refill
+from .tin import TIN, refill, triangulate
 
 
 @dataclass(frozen=True)
@@ -155,9 +155,8 @@ def _stack_layers(x, y, z, grid: Grid, algorithm: pitfree) -> np.ndarray:
             step = refill(x, y, tris, removed)
         if step is None:  # the first layer, or a full rebuild
             idx = np.flatnonzero(sel)
-            full = TIN(x[idx], y[idx], z[idx], neighbors=False)
-            tris = idx[full.triangles]
-            draw = tris
+            local, _ = triangulate(x[idx] - x[idx].min(), y[idx] - y[idx].min(), neighbors=False)
+            tris = draw = idx[local]
         else:
             draw, tris = step
         alive, prev_limit = sel, limit

@@ -147,7 +147,8 @@ def test_cancel_from_the_callback_propagates(scan_files, tmp_path):
     for jobs in (1, 2):
         with pytest.raises(Cancelled):
             inventory(scan_files[1], tmp_path / "x", tile_size=40, buffer=20, progress=cb, jobs=jobs)
-        assert not list((tmp_path / "x").glob("*.tif*")) + list((tmp_path / "x").glob("*.geojson*"))  # no half-written product
+        left = list((tmp_path / "x").glob("*.tif*")) + list((tmp_path / "x").glob("*.geojson*"))
+        assert not left  # no half-written product
     assert not multiprocessing.active_children()  # the tile processes were stopped
 
 
