@@ -1,7 +1,9 @@
 """Point cloud metrics: lidR's standard sets, per plot (polygon) and per grid cell.
 
-All metrics are computed for many groups at once (one sort, a few
-``bincount``\\ s), so a grid of 10 000 cells costs about as much as one plot.
+All metrics are computed for many groups at once: one counting sort puts the
+points in group order, each group's heights are sorted, then a compiled loop
+(numba, see ``jit``) computes every metric of each group in a few passes over
+its points, so a grid of 10 000 cells costs about as much as one plot.
 Definitions follow lidR (``stdmetrics_z``, ``stdmetrics_i``,
 ``stdmetrics_rn``, ``entropy``, ``LAD``); heights below 0 are clipped to 0
 first (lidR users filter them; its entropy is undefined on negative heights).
@@ -19,43 +21,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from .jit import kernel
 from .points import GROUND, Points
 
 QUANTILES = tuple(range(5, 100, 5))
+IPCUM_QUANTILES = (10, 30, 50, 70, 90)
 Z_METRICS = (["zmax", "zmean", "zsd", "zskew", "zkurt", "zentropy", "pzabovezmean", "pzabove2"]
              + [f"zq{q}" for q in QUANTILES] + [f"zpcum{i}" for i in range(1, 10)])
-I_METRICS = ["itot", "imax", "imean", "isd", "iskew", "ikurt", "ipground"] + [f"ipcumzq{q}" for q in (10, 30, 50, 70, 90)]
+I_METRICS = ["itot", "imax", "imean", "isd", "iskew", "ikurt", "ipground"] + [f"ipcumzq{q}" for q in IPCUM_QUANTILES]
 RN_METRICS = [f"p{i}th" for i in range(1, 6)] + ["pground"]
 EXTRA_METRICS = ["n", "cover", "gap", "rumple", "lai"]
 METRIC_NAMES = Z_METRICS + I_METRICS + RN_METRICS + EXTRA_METRICS
 
-
-def _moments(v: np.ndarray, g: np.ndarray, n: np.ndarray, ng: int):
-    s = np.bincount(g, weights=v, minlength=ng)
-    mean = s / np.maximum(n, 1)
-    d = v - mean[g]
-    m2 = np.bincount(g, weights=d * d, minlength=ng)
-    m3 = np.bincount(g, weights=d**3, minlength=ng)
-    m4 = np.bincount(g, weights=d**4, minlength=ng)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sd = np.sqrt(m2 / (n - 1))
-        skew = (m3 / n) / (m2 / n) ** 1.5
-        kurt = n * m4 / (m2 * m2)
-    return s, mean, sd, skew, kurt
-
-
-def _sorted_quantiles(zs: np.ndarray, start: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
-    """Type-7 (numpy 'linear') quantile of each group of the group-sorted values."""
-    h = (n - 1) * q
-    lo = np.floor(h).astype(np.int64)
-    hi = np.minimum(lo + 1, n - 1)
-    t = h - lo
-    ok = n > 0
-    out = np.full(len(n), np.nan)
-    a = zs[(start + lo)[ok]]
-    b = zs[(start + hi)[ok]]
-    out[ok] = a + (b - a) * t[ok]
-    return out
+# Row of each metric in the kernels' output array (one row per metric, one column per group).
+_ROW = {k: i for i, k in enumerate(METRIC_NAMES)}
+_ZMAX, _ZMEAN, _ZSD, _ZSKEW, _ZKURT, _ZENTROPY, _PZABOVEZMEAN, _PZABOVE2 = (_ROW[k] for k in Z_METRICS[:8])
+_ITOT, _IMAX, _IMEAN, _ISD, _ISKEW, _IKURT, _IPGROUND = (_ROW[k] for k in I_METRICS[:7])
+_N, _COVER, _GAP, _LAI = (_ROW[k] for k in ("n", "cover", "gap", "lai"))  # rumple: group_metrics
+_ZQ, _ZPCUM, _IPCUMZQ, _P1TH, _PGROUND = _ROW["zq5"], _ROW["zpcum1"], _ROW["ipcumzq10"], _ROW["p1th"], _ROW["pground"]
+_PROBS = np.array([q / 100 for q in QUANTILES])  # probability of each zq
+_IPCUM_AT = np.array([QUANTILES.index(q) for q in IPCUM_QUANTILES])  # their zq among QUANTILES
 
 
 def group_metrics(points: Points, groups: np.ndarray, ngroups: int, *, dsm_rumple: np.ndarray | None = None,
@@ -77,67 +62,245 @@ def group_metrics(points: Points, groups: np.ndarray, ngroups: int, *, dsm_rumpl
     -------
     dict of name -> array of length ngroups (NaN for empty groups).
     """
-    z = np.maximum(points.z, 0.0)
-    g = np.asarray(groups, np.int64)
-    n = np.bincount(g, minlength=ngroups).astype(np.float64)
-    out: dict[str, np.ndarray] = {"n": n.copy()}
-    empty = n == 0
-    order = np.lexsort((z, g))
-    zs = z[order]
-    start = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
-    ni = n.astype(np.int64)
-    zmax = np.full(ngroups, np.nan)
-    zmax[~empty] = zs[start[~empty] + ni[~empty] - 1]
-    _, zmean, zsd, zskew, zkurt = _moments(z, g, n, ngroups)
-    out.update(zmax=zmax, zmean=zmean, zsd=zsd, zskew=zskew, zkurt=zkurt)
-    # entropy (lidR: 1 m layers from 0 to ceiling(zmax), NA when zmax < 2)
-    nb = np.where(empty, 1, np.maximum(np.ceil(np.nan_to_num(zmax)), 1)).astype(np.int64)
-    off = np.concatenate([[0], np.cumsum(nb)[:-1]])
-    b = np.minimum(np.floor(z).astype(np.int64), nb[g] - 1)
-    cnt = np.bincount(off[g] + b, minlength=int(nb.sum()))
-    p = cnt / np.repeat(np.maximum(n, 1), nb)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0.0)
-        s = np.add.reduceat(plogp, off) if len(off) else np.zeros(0)
-        ent = -s / np.log(nb)
-    ent[(np.nan_to_num(zmax) < 2) | empty] = np.nan
-    out["zentropy"] = ent
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["pzabovezmean"] = 100 * np.bincount(g, weights=(z > zmean[g]), minlength=ngroups) / n
-        out["pzabove2"] = 100 * np.bincount(g, weights=(z > 2), minlength=ngroups) / n
-    for q in QUANTILES:
-        out[f"zq{q}"] = _sorted_quantiles(zs, start, ni, q / 100)
+    order, start = _order_by_group(np.asarray(groups, np.int64), int(ngroups))
+    zg = np.maximum(np.asarray(points.z, np.float64)[order], 0.0)  # heights in group order
+    out = np.full((len(METRIC_NAMES), int(ngroups)), np.nan)
+    _fill_groups(zg, _sort_within_groups(zg, start), points.intensity, points.return_number,
+                 points.number_of_returns, points.classification, order, start, _PROBS, _IPCUM_AT,
+                 float(lad_dz), float(lad_k), float(lad_z0), out)
+    m = {k: out[i] for i, k in enumerate(METRIC_NAMES)}
+    if dsm_rumple is not None:
+        m["rumple"] = np.where(m["n"] == 0, np.nan, dsm_rumple)
+    return m
+
+
+_SHORT_RUN = 64  # groups of up to this many points are sorted by _insertion_sort_runs
+
+
+def _sort_within_groups(v: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """A copy of ``v`` with each group's run ``v[start[g]:start[g + 1]]`` sorted.
+
+    Long runs go to numpy's sort (vectorised: ~10x faster than numba's ``np.sort``), short ones
+    to a compiled insertion sort, so neither a few large groups nor many small ones cost much.
+    """
+    vs = v.copy()
+    _insertion_sort_runs(vs, start, _SHORT_RUN)
+    for g in np.flatnonzero(np.diff(start) > _SHORT_RUN):
+        vs[start[g]:start[g + 1]].sort()
+    return vs
+
+
+# --- compiled per-group loop ------------------------------------------------------------
+# numba raises ZeroDivisionError where numpy gives inf/NaN, so every division whose
+# denominator can be 0 (a count, a sum of squares, the intensity total) goes through _ratio.
+
+
+@kernel
+def _order_by_group(groups, ngroups):  # pragma: no cover
+    """Counting sort: the point indices in group order (original order within a group) and
+    the start of each group's run, ``start[ngroups] == len(groups)``."""
+    start = np.zeros(ngroups + 1, np.int64)
+    for g in groups:
+        if g < 0 or g >= ngroups:
+            raise ValueError("group index out of range")
+        start[g + 1] += 1
+    for g in range(ngroups):
+        start[g + 1] += start[g]
+    order = np.empty(len(groups), np.int64)
+    nxt = start[:-1].copy()
+    for i in range(len(groups)):
+        g = groups[i]
+        order[nxt[g]] = i
+        nxt[g] += 1
+    return order, start
+
+
+@kernel
+def _insertion_sort_runs(v, start, longest):  # pragma: no cover
+    """Sort in place each run ``v[start[g]:start[g + 1]]`` of at most ``longest`` values (NaN last,
+    as numpy sorts)."""
+    for g in range(len(start) - 1):
+        a, b = start[g], start[g + 1]
+        if b - a > longest:
+            continue
+        for i in range(a + 1, b):
+            x = v[i]
+            j = i
+            while j > a and (x < v[j - 1] or (v[j - 1] != v[j - 1] and x == x)):
+                v[j] = v[j - 1]
+                j -= 1
+            v[j] = x
+
+
+@kernel
+def _fill_groups(zg, zs, intensity, return_number, number_of_returns, classification, order, start,
+                 probs, ipcum_at, lad_dz, lad_k, lad_z0, out):  # pragma: no cover
+    """Column g of ``out`` (one row per metric, METRIC_NAMES order) receives the metrics of the
+    points ``order[start[g]:start[g + 1]]``, whose heights are ``zg`` over the same range (in the
+    points' order, so sums add up as numpy's would) and ``zs`` (sorted); only ``n`` is written
+    for an empty group."""
+    for g in range(len(start) - 1):
+        a, b = start[g], start[g + 1]
+        out[_N, g] = b - a
+        if a == b:
+            continue
+        idx = order[a:b]
+        col = out[:, g]
+        _height_metrics(zg[a:b], zs[a:b], probs, col)
+        _intensity_metrics(zg[a:b], intensity[idx].astype(np.float64), classification[idx],
+                           col[_ZQ + ipcum_at], col)
+        _return_metrics(zg[a:b], return_number[idx], number_of_returns[idx], classification[idx], col)
+        col[_LAI] = _lai(zs[a:b], lad_dz, lad_k, lad_z0)
+
+
+@kernel
+def _height_metrics(zg, zs, probs, col):  # pragma: no cover
+    """zmax .. zpcum9 of one group: heights ``zg`` (clipped at 0) and the same sorted, ``zs``."""
+    n = len(zs)
+    zmax = zs[n - 1]
+    _, mean, sd, skew, kurt = _moments(zg)
+    col[_ZMAX], col[_ZMEAN], col[_ZSD], col[_ZSKEW], col[_ZKURT] = zmax, mean, sd, skew, kurt
+    col[_ZENTROPY] = _entropy(zs)
+    # counts above a height: n minus the sorted heights at or below it
+    col[_PZABOVEZMEAN] = 100 * (n - np.searchsorted(zs, mean, side="right")) / n
+    col[_PZABOVE2] = 100 * (n - np.searchsorted(zs, 2.0, side="right")) / n
+    for j in range(len(probs)):
+        col[_ZQ + j] = _quantile(zs, probs[j])
     for i in range(1, 10):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            v = 100 * np.bincount(g, weights=(z < zmax[g] * i / 10), minlength=ngroups) / n
-        out[f"zpcum{i}"] = np.where(np.nan_to_num(zmax) > 0, v, np.where(empty, np.nan, 0.0))
-    # intensity
-    it = points.intensity.astype(np.float64)
-    itot, imean, isd, iskew, ikurt = _moments(it, g, n, ngroups)
-    imax = np.full(ngroups, -np.inf)
-    np.maximum.at(imax, g, it)
-    out.update(itot=itot, imax=np.where(empty, np.nan, imax), imean=imean, isd=isd, iskew=iskew, ikurt=ikurt)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["ipground"] = 100 * np.bincount(g, weights=it * (points.classification == GROUND), minlength=ngroups) / itot
-        for q in (10, 30, 50, 70, 90):
-            zq = out[f"zq{q}"] if q in QUANTILES else _sorted_quantiles(zs, start, ni, q / 100)
-            out[f"ipcumzq{q}"] = 100 * np.bincount(g, weights=it * (z <= zq[g]), minlength=ngroups) / itot
-        # returns
-        for r in range(1, 6):
-            out[f"p{r}th"] = 100 * np.bincount(g, weights=(points.return_number == r), minlength=ngroups) / n
-        out["pground"] = 100 * np.bincount(g, weights=(points.classification == GROUND), minlength=ngroups) / n
-        first = points.return_number <= 1
-        nf = np.bincount(g, weights=first, minlength=ngroups)
-        out["cover"] = 100 * np.bincount(g, weights=first & (z > 2), minlength=ngroups) / nf
-        last = points.return_number >= points.number_of_returns
-        nl = np.bincount(g, weights=last, minlength=ngroups)
-        out["gap"] = 100 * np.bincount(g, weights=last & (z <= 2), minlength=ngroups) / nl
-    out["rumple"] = np.full(ngroups, np.nan) if dsm_rumple is None else dsm_rumple
-    out["lai"] = lai(z, g, ngroups, dz=lad_dz, k=lad_k, z0=lad_z0)
-    for k in out:
-        if k != "n":
-            out[k] = np.where(empty, np.nan, out[k])
-    return {k: out[k] for k in METRIC_NAMES}
+        # share of heights below i/10 of zmax (0 when zmax is 0)
+        below = np.searchsorted(zs, zmax * i / 10, side="left")
+        col[_ZPCUM + i - 1] = 100 * below / n if zmax > 0 else 0.0
+
+
+@kernel
+def _intensity_metrics(zg, it, classification, zq, col):  # pragma: no cover
+    """itot .. ipcumzq90 of one group: intensities ``it``; ``zq`` are the height quantiles
+    of IPCUM_QUANTILES (ipcumzq: % of the intensity total at or below them)."""
+    total, mean, sd, skew, kurt = _moments(it)
+    ground = 0.0
+    imax = -np.inf
+    cum = np.zeros(len(zq))
+    for j in range(len(it)):
+        imax = max(imax, it[j])
+        if classification[j] == GROUND:
+            ground += it[j]
+        for k in range(len(zq)):
+            if zg[j] <= zq[k]:
+                cum[k] += it[j]
+    col[_ITOT], col[_IMAX], col[_IMEAN], col[_ISD], col[_ISKEW], col[_IKURT] = total, imax, mean, sd, skew, kurt
+    col[_IPGROUND] = _ratio(100 * ground, total)
+    for k in range(len(zq)):
+        col[_IPCUMZQ + k] = _ratio(100 * cum[k], total)
+
+
+@kernel
+def _return_metrics(zg, return_number, number_of_returns, classification, col):  # pragma: no cover
+    """p1th .. pground, cover and gap of one group (all in %)."""
+    n = len(zg)
+    by_rank = np.zeros(5)
+    ground = first = first_above2 = last = last_below2 = 0
+    for j in range(n):
+        rn = return_number[j]
+        if 1 <= rn <= 5:
+            by_rank[rn - 1] += 1
+        ground += classification[j] == GROUND
+        if rn <= 1:
+            first += 1
+            first_above2 += zg[j] > 2
+        if rn >= number_of_returns[j]:
+            last += 1
+            last_below2 += zg[j] <= 2
+    for r in range(5):
+        col[_P1TH + r] = 100 * by_rank[r] / n
+    col[_PGROUND] = 100 * ground / n
+    col[_COVER] = _ratio(100.0 * first_above2, first)
+    col[_GAP] = _ratio(100.0 * last_below2, last)
+
+
+@kernel
+def _moments(v):  # pragma: no cover
+    """Sum, mean, sd (n - 1), skewness and kurtosis (lidR's, not the excess) of ``v``:
+    the mean first, then sums of its deviations' powers."""
+    n = len(v)
+    s = 0.0
+    for x in v:
+        s += x
+    mean = s / n
+    m2 = m3 = m4 = 0.0
+    for x in v:
+        d = x - mean
+        d2 = d * d
+        m2 += d2
+        m3 += d2 * d
+        m4 += d2 * d2
+    sd = np.sqrt(_ratio(m2, n - 1.0))
+    skew = _ratio(m3 / n, (m2 / n) ** 1.5)
+    kurt = _ratio(n * m4, m2 * m2)
+    return s, mean, sd, skew, kurt
+
+
+@kernel
+def _quantile(zs, q):  # pragma: no cover
+    """Type-7 (numpy 'linear') quantile ``q`` of the sorted values ``zs``."""
+    h = (len(zs) - 1) * q
+    lo = int(np.floor(h))
+    hi = min(lo + 1, len(zs) - 1)
+    return zs[lo] + (zs[hi] - zs[lo]) * (h - lo)
+
+
+@kernel
+def _entropy(zs):  # pragma: no cover
+    """lidR's ``entropy``: Shannon entropy of the shares of the heights in 1 m layers from 0 to
+    ceiling(zmax) (the top layer closed), over log(number of layers); NaN when zmax < 2."""
+    zmax = zs[len(zs) - 1]
+    if not zmax >= 2:  # NaN too
+        return np.nan
+    nb = int(np.ceil(zmax))
+    cnt = np.zeros(nb, np.int64)
+    for x in zs:
+        cnt[min(int(np.floor(x)), nb - 1)] += 1
+    s = 0.0
+    for c in cnt:
+        if c > 0:
+            p = c / len(zs)
+            s += p * np.log(p)
+    return -s / np.log(nb)
+
+
+@kernel
+def _lai(zs, dz, k, z0):  # pragma: no cover
+    """Leaf area index of one group (sorted heights ``zs``): the LAD of its layers (Bouvier et al.
+    2015, as in :func:`lad_profile`) summed, times dz.
+
+    Layer 0 holds the heights below z0, layer j >= 1 those in [z0 + (j-1) dz, z0 + j dz), up to the
+    layer of zmax.  The gap fraction of layer j is (heights below it) / (heights below its top),
+    LAD = -ln(gf) / (k dz); a layer whose LAD is not finite (no height below it) adds 0.
+    """
+    layer = np.empty(len(zs), np.int64)
+    for j in range(len(zs)):
+        layer[j] = max(int(np.floor((zs[j] - z0) / dz)) + 1, 0)
+    cnt = np.zeros(layer.max() + 1)
+    for j in layer:
+        cnt[j] += 1
+    total = 0.0
+    below = cnt[0]
+    for j in range(1, len(cnt)):
+        below_top = below + cnt[j]
+        lad = _ratio(-np.log(_ratio(below, below_top)), k * dz)
+        if np.isfinite(lad):
+            total += lad
+        below = below_top
+    return total * dz
+
+
+@kernel
+def _ratio(a, b):  # pragma: no cover
+    """``a / b`` as numpy divides: NaN for 0/0 (or NaN/0), a signed infinity for x/0."""
+    if b != 0:
+        return a / b
+    if a == 0 or a != a:
+        return np.nan
+    return np.inf if (a > 0) == (np.copysign(1.0, b) > 0) else -np.inf
 
 
 def lad_profile(z: np.ndarray, dz: float = 1.0, k: float = 0.5, z0: float = 2.0) -> dict[str, list[float]]:
@@ -158,21 +321,6 @@ def lad_profile(z: np.ndarray, dz: float = 1.0, k: float = 0.5, z0: float = 2.0)
         lad = -np.log(gf) / (k * dz)
     lad = np.where(np.isfinite(lad), lad, np.nan)
     return {"z": (edges[:-1] + dz / 2).tolist(), "lad": lad.tolist()}
-
-
-def lai(z: np.ndarray, g: np.ndarray, ngroups: int, dz: float = 1.0, k: float = 0.5, z0: float = 2.0) -> np.ndarray:
-    """Leaf area index per group: the LAD profile summed over its layers (times dz)."""
-    zc = np.maximum(z, 0.0)
-    layer = np.floor((zc - z0) / dz).astype(np.int64)  # -1.. for returns below z0
-    layer = np.maximum(layer + 1, 0)  # 0: below z0
-    nl = int(layer.max()) + 2 if len(layer) else 2
-    cnt = np.bincount(g * nl + layer, minlength=ngroups * nl).reshape(ngroups, nl).astype(float)
-    below = np.cumsum(cnt, axis=1)  # returns below the top of layer j
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gf = below[:, :-1] / below[:, 1:]  # layer j+1 (above z0): below its bottom / below its top
-        lad = -np.log(gf) / (k * dz)
-    lad = np.where(np.isfinite(lad), lad, 0.0)
-    return lad.sum(axis=1) * dz
 
 
 def rumple_index(surface: np.ndarray, res: float) -> float:

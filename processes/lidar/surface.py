@@ -121,7 +121,7 @@ def rasterize_canopy(points: Points, res: float = 0.5, algorithm: p2r | pitfree 
     return Raster(_stack_layers(x, y, z, grid, algorithm).astype(np.float32), grid, "chm")
 
 
-REFILL_SHARE = 0.3  # removed vertices per remaining one above which triangulating again is faster (measured)
+REFILL_SHARE = 1.0  # removed vertices per remaining one above which triangulating again is faster (measured)
 
 
 def _contained(inner: float, outer: float) -> bool:
@@ -163,7 +163,6 @@ def _stack_layers(x, y, z, grid: Grid, algorithm: pitfree) -> np.ndarray:
         if not len(draw):
             continue
         layer = TIN(x, y, z, triangles=draw)
-        # long edges (pit-free rule) and wide circumcircles (not decided locally, see terrain.tin)
-        invalid = layer.invalid(max_edge=limit, max_radius=algorithm.max_radius)
-        np.fmax(out, layer.rasterize(grid, invalid), out=out)
+        # without long edges (pit-free rule) and wide circumcircles (not decided locally, see terrain.tin)
+        np.fmax(out, layer.rasterize(grid, max_edge=limit, max_radius=algorithm.max_radius), out=out)
     return out

@@ -71,11 +71,7 @@ class GroundModel:
         self.tin = TIN(x, y, z) if isinstance(algorithm, tin) and len(x) >= 3 else None
         self.invalid = None
         if self.tin is not None and len(self.tin):
-            bad = np.zeros(len(self.tin), bool)
-            if algorithm.max_edge > 0:
-                bad |= self.tin.edge_lengths() > algorithm.max_edge
-            if algorithm.max_radius and algorithm.max_radius > 0:
-                bad |= self.tin.circumradius() > algorithm.max_radius
+            bad = self.tin.invalid(algorithm.max_edge, algorithm.max_radius or 0.0)
             self.invalid = bad if bad.any() else None
 
     @classmethod

@@ -3,13 +3,13 @@
 scipy's Qhull Delaunay costs ~7 µs per vertex; Shewchuk's Triangle (the
 ``triangle`` package) builds the same Delaunay triangulation ~7x faster, and
 is used when installed.  Neither gives a fast way to evaluate a TIN at many
-positions, so two evaluators are written here:
+positions, so two evaluators are written here (numba kernels, see ``jit``):
 
 * :meth:`TIN.rasterize` scan-converts the triangles onto a grid: every
-  triangle visits the cell centres of its bounding box (vectorised over all
-  triangles at once) and keeps those inside it.  A TIN finer than the grid
-  costs about one barycentric evaluation per triangle.
-* :meth:`TIN.locate` finds the triangle of scattered points by a vectorised
+  triangle visits the cell centres of its bounding box and keeps those inside
+  it.  A TIN finer than the grid costs about one barycentric evaluation per
+  triangle.
+* :meth:`TIN.interpolate` finds the triangle of scattered points by a
   visibility walk that starts in the triangle holding the centre of the
   point's bucket (a grid about as fine as the triangles, rasterised the same
   way), so it ends in zero or one step for almost every point.
@@ -19,10 +19,11 @@ from __future__ import annotations
 import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import numpy as np
 from scipy import ndimage
+
+from .jit import kernel
 
 try:  # optional accelerator
     import triangle as _triangle
@@ -31,7 +32,6 @@ except ImportError:  # pragma: no cover - scipy fallback
 
 _EMPTY = (np.empty((0, 3), np.int64), np.empty((0, 3), np.int64))
 _EPS = 1e-12  # barycentric tolerance: a point on an edge belongs to both triangles
-_CHUNK = 1 << 19  # (cell, triangle) pairs evaluated at once by the scan conversion
 
 
 def triangulate(x: np.ndarray, y: np.ndarray, neighbors: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -54,16 +54,6 @@ def triangulate(x: np.ndarray, y: np.ndarray, neighbors: bool = True) -> tuple[n
     return d.simplices.astype(np.int64), d.neighbors.astype(np.int64)
 
 
-def _orient(x, y, a, b, c) -> np.ndarray:
-    """Sign of the turn a -> b -> c (positive: counter-clockwise)."""
-    return np.sign((x[b] - x[a]) * (y[c] - y[a]) - (y[b] - y[a]) * (x[c] - x[a]))
-
-
-def _area2(x, y, t: np.ndarray) -> float:
-    return float(np.abs((x[t[:, 1]] - x[t[:, 0]]) * (y[t[:, 2]] - y[t[:, 0]])
-                        - (x[t[:, 2]] - x[t[:, 0]]) * (y[t[:, 1]] - y[t[:, 0]])).sum())
-
-
 def refill(x: np.ndarray, y: np.ndarray, triangles: np.ndarray,
            removed: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Delaunay triangulation after removing vertices, rebuilt only where it changes.
@@ -81,8 +71,7 @@ def refill(x: np.ndarray, y: np.ndarray, triangles: np.ndarray,
     ----------
     x, y : vertex coordinates (all vertices, removed ones included)
     triangles : (n, 3) the current triangulation (vertex indices)
-    removed : bool per vertex, the vertices to remove (faster than triangulating
-        the rest again while they are up to about a third of the rest)
+    removed : bool per vertex, the vertices to remove
 
     Returns
     -------
@@ -90,55 +79,119 @@ def refill(x: np.ndarray, y: np.ndarray, triangles: np.ndarray,
         triangulation, or None (rebuild: cocircular vertices made DT(C) flip one
         of the cavity's boundary edges)
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    hit = removed[triangles].any(axis=1)
-    aff, keep = triangles[hit], triangles[~hit]
-    if not len(aff):
+    triangles = np.ascontiguousarray(triangles, np.int64)
+    hit, cavity, bkey, bedge, aff_area = _cavity(x, y, triangles, np.ascontiguousarray(removed, np.bool_))
+    if not hit.any():
         return np.empty((0, 3), np.int64), triangles
-    cav = np.unique(aff[~removed[aff]])
+    cav = np.flatnonzero(cavity)
     if len(cav) < 3:
         return None
-    n = len(x)
-    # the cavity's boundary: edges of one affected triangle only, between kept vertices
-    e0 = np.concatenate([aff[:, 1], aff[:, 2], aff[:, 0]])
-    e1 = np.concatenate([aff[:, 2], aff[:, 0], aff[:, 1]])
-    third = np.concatenate([aff[:, 0], aff[:, 1], aff[:, 2]])
-    key = np.minimum(e0, e1) * n + np.maximum(e0, e1)
-    _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
-    bnd = (cnt[inv] == 1) & ~removed[e0] & ~removed[e1]
-    bkey, b0, b1, bthird = key[bnd], e0[bnd], e1[bnd], third[bnd]
-    # DT(C), in global vertex indices
     local, nbr = triangulate(x[cav] - x[cav].min(), y[cav] - y[cav].min(), neighbors=True)
     if not len(local):
         return None
     dt = cav[local]
-    f0 = np.concatenate([dt[:, 1], dt[:, 2], dt[:, 0]])  # edge k is opposite vertex k
-    f1 = np.concatenate([dt[:, 2], dt[:, 0], dt[:, 1]])
-    fthird = np.concatenate([dt[:, 0], dt[:, 1], dt[:, 2]])
-    ftri = np.tile(np.arange(len(dt)), 3)
-    fkey = np.minimum(f0, f1) * n + np.maximum(f0, f1)
-    on_bnd = np.isin(fkey, bkey)
-    if not np.isin(bkey, fkey[on_bnd]).all():
-        return None  # a boundary edge that DT(C) flipped (cocircular vertices): the fill could leak
-    # seeds: the DT(C) triangle on the inner side (the affected triangle's side) of each boundary edge
-    order = np.argsort(bkey)
-    j = order[np.searchsorted(bkey[order], fkey[on_bnd])]
-    same_side = _orient(x, y, b0[j], b1[j], bthird[j]) == _orient(x, y, b0[j], b1[j], fthird[on_bnd])
-    seeds = ftri[on_bnd][same_side]
-    # flood fill across the edges that are not on the boundary
-    other = nbr.T.ravel()  # neighbour across edge k of triangle i, in the same order as f0/f1
-    link = (other >= 0) & ~on_bnd
-    m = len(dt)
-    graph = coo_matrix((np.ones(int(link.sum()), np.int8), (ftri[link], other[link])), shape=(m, m))
-    _, comp = connected_components(graph, directed=False)
-    inside = np.isin(comp, np.unique(comp[seeds]))
-    new = dt[inside]
-    # the refill lies within the cavity (less where a removed vertex was on the hull)
-    if _area2(x, y, new) > _area2(x, y, aff) * (1 + 1e-9):
+    inside = _fill(x, y, dt, np.ascontiguousarray(nbr), bkey, bedge, aff_area)
+    if inside is None:
         return None
-    return new, np.concatenate([keep, new])
+    new = dt[inside]
+    return new, np.concatenate([triangles[~hit], new])
+
+
+@kernel
+def _orient(x, y, a, b, c):  # pragma: no cover
+    """Sign of the turn a -> b -> c (positive: counter-clockwise)."""
+    return np.sign((x[b] - x[a]) * (y[c] - y[a]) - (y[b] - y[a]) * (x[c] - x[a]))
+
+
+@kernel
+def _area2(x, y, a, b, c):  # pragma: no cover
+    return abs((x[b] - x[a]) * (y[c] - y[a]) - (x[c] - x[a]) * (y[b] - y[a]))
+
+
+@kernel
+def _cavity(x, y, triangles, removed):  # pragma: no cover
+    """The triangles touching a removed vertex, the cavity's kept vertices, its boundary edges
+    (kept-to-kept edges of one affected triangle only: sorted keys ``min * n + max`` and rows of
+    (end, end, third vertex), third vertex on the inner side) and twice its area."""
+    n = len(x)
+    hit = np.zeros(len(triangles), np.bool_)
+    cavity = np.zeros(n, np.bool_)
+    naff = 0
+    for i in range(len(triangles)):
+        t = triangles[i]
+        if removed[t[0]] or removed[t[1]] or removed[t[2]]:
+            hit[i] = True
+            naff += 1
+    keys = np.empty(3 * naff, np.int64)
+    edges = np.empty((3 * naff, 3), np.int64)
+    m = 0
+    area = 0.0
+    for i in range(len(triangles)):
+        if not hit[i]:
+            continue
+        t = triangles[i]
+        area += _area2(x, y, t[0], t[1], t[2])
+        for k in range(3):  # edge k is opposite vertex k
+            v, u, w = t[k], t[(k + 1) % 3], t[(k + 2) % 3]
+            if not removed[v]:
+                cavity[v] = True
+            if not removed[u] and not removed[w]:
+                keys[m] = min(u, w) * n + max(u, w)
+                edges[m, 0], edges[m, 1], edges[m, 2] = u, w, v
+                m += 1
+    order = np.argsort(keys[:m])
+    once = np.zeros(m, np.bool_)
+    for j in range(m):  # an edge shared by two affected triangles is inside the cavity
+        k = keys[order[j]]
+        once[j] = (j == 0 or keys[order[j - 1]] != k) and (j == m - 1 or keys[order[j + 1]] != k)
+    pick = order[once]
+    return hit, cavity, keys[pick], edges[pick], area
+
+
+@kernel
+def _fill(x, y, dt, nbr, bkey, bedge, aff_area):  # pragma: no cover
+    """Which triangles of DT(C) lie in the cavity: flood fill from the inner side of its boundary
+    edges, never crossing one.  None when DT(C) lacks a boundary edge (cocircular vertices) or
+    the fill covers more than the cavity (a leak)."""
+    n = len(x)
+    m = len(dt)
+    on_bnd = np.zeros((m, 3), np.bool_)
+    seen = np.zeros(len(bkey), np.bool_)
+    inside = np.zeros(m, np.bool_)
+    stack = np.empty(m, np.int64)
+    top = 0
+    for i in range(m):
+        for k in range(3):  # edge k is opposite vertex k, as the neighbours
+            u, w = dt[i, (k + 1) % 3], dt[i, (k + 2) % 3]
+            key = min(u, w) * n + max(u, w)
+            j = np.searchsorted(bkey, key)
+            if j < len(bkey) and bkey[j] == key:
+                on_bnd[i, k] = True
+                seen[j] = True
+                b0, b1, third = bedge[j, 0], bedge[j, 1], bedge[j, 2]
+                if not inside[i] and _orient(x, y, b0, b1, third) == _orient(x, y, b0, b1, dt[i, k]):
+                    inside[i] = True  # a seed: on the affected triangle's side of the edge
+                    stack[top] = i
+                    top += 1
+    if not seen.all():
+        return None
+    while top:
+        top -= 1
+        i = stack[top]
+        for k in range(3):
+            o = nbr[i, k]
+            if o >= 0 and not on_bnd[i, k] and not inside[o]:
+                inside[o] = True
+                stack[top] = o
+                top += 1
+    # the refill lies within the cavity (less where a removed vertex was on the hull)
+    area = 0.0
+    for i in range(m):
+        if inside[i]:
+            area += _area2(x, y, dt[i, 0], dt[i, 1], dt[i, 2])
+    if area > aff_area * (1 + 1e-9):
+        return None
+    return inside
 
 
 class TIN:
@@ -173,45 +226,11 @@ class TIN:
     def __len__(self) -> int:
         return len(self.triangles)
 
-    # --- shape of the triangles -----------------------------------------------------
-
-    def _edges2(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Squared edge lengths (opposite vertices 0, 1, 2) and twice the signed area."""
-        t = self.triangles
-        x0, x1, x2 = self.x[t[:, 0]], self.x[t[:, 1]], self.x[t[:, 2]]
-        y0, y1, y2 = self.y[t[:, 0]], self.y[t[:, 1]], self.y[t[:, 2]]
-        a = (x1 - x2) ** 2 + (y1 - y2) ** 2
-        b = (x0 - x2) ** 2 + (y0 - y2) ** 2
-        c = (x0 - x1) ** 2 + (y0 - y1) ** 2
-        area2 = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-        return a, b, c, area2
-
-    def edge_lengths(self) -> np.ndarray:
-        """Longest edge of each triangle (metres)."""
-        a, b, c, _ = self._edges2()
-        return np.sqrt(np.maximum(np.maximum(a, b), c))
-
-    def circumradius(self) -> np.ndarray:
-        """Circumradius of each triangle (a Delaunay triangle is decided by points inside this circle)."""
-        a, b, c, area2 = self._edges2()
-        area2 = np.abs(area2)
-        with np.errstate(divide="ignore"):
-            return np.where(area2 > 0, np.sqrt(a * b * c) / (2 * area2), np.inf)
-
     def invalid(self, max_edge: float = 0.0, max_radius: float = 0.0) -> np.ndarray:
-        """Triangles with an edge longer than ``max_edge`` or a circumradius over ``max_radius`` (0: no limit).
-
-        Same rule as :meth:`edge_lengths` and :meth:`circumradius`, without their square roots.
-        """
-        a, b, c, area2 = self._edges2()
-        bad = np.zeros(len(a), bool)
-        if max_edge > 0:
-            bad |= np.maximum(np.maximum(a, b), c) > max_edge * max_edge
-        if max_radius > 0:
-            # R = abc / (2 |area2|) > max_radius; degenerate triangles have R = inf
-            area2 = np.abs(area2)
-            bad |= (area2 <= 0) | (a * b * c > (2 * max_radius * area2) ** 2)
-        return bad
+        """Triangles with an edge longer than ``max_edge`` or a circumradius over ``max_radius`` (0: no limit)."""
+        out = np.zeros(len(self.triangles), bool)
+        _invalid(self.x, self.y, self.triangles, float(max_edge), float(max_radius), out)
+        return out
 
     @property
     def T(self) -> np.ndarray:
@@ -228,74 +247,32 @@ class TIN:
 
     # --- scan conversion ---------------------------------------------------------------
 
-    def _cover(self, gx0: float, gy0: float, res: float, nrow: int, ncol: int,
-               which: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Cell centres of a north-up grid (local frame: west edge ``gx0``, north edge ``gy0``)
-        inside each triangle: yields (flat cell index, triangle, barycentric weights (m, 3)) by chunks."""
-        tri = np.arange(len(self.triangles)) if which is None else np.asarray(which)
-        if not len(tri):
-            return
-        t = self.triangles[tri]
-        x0, x1, x2 = self.x[t[:, 0]], self.x[t[:, 1]], self.x[t[:, 2]]
-        y0, y1, y2 = self.y[t[:, 0]], self.y[t[:, 1]], self.y[t[:, 2]]
-        # bounding box in cell-centre units, widened by a hair so a centre on an edge is tested
-        eps = 1e-7
-        xmin, xmax = np.minimum(np.minimum(x0, x1), x2), np.maximum(np.maximum(x0, x1), x2)
-        ymin, ymax = np.minimum(np.minimum(y0, y1), y2), np.maximum(np.maximum(y0, y1), y2)
-        c_lo = np.maximum(np.ceil((xmin - gx0) / res - 0.5 - eps), 0).astype(np.int64)
-        c_hi = np.minimum(np.floor((xmax - gx0) / res - 0.5 + eps), ncol - 1).astype(np.int64)
-        r_lo = np.maximum(np.ceil((gy0 - ymax) / res - 0.5 - eps), 0).astype(np.int64)
-        r_hi = np.minimum(np.floor((gy0 - ymin) / res - 0.5 + eps), nrow - 1).astype(np.int64)
-        w = c_hi - c_lo + 1
-        cnt = np.where((w > 0) & (r_hi >= r_lo), w * (r_hi - r_lo + 1), 0)
-        hit = np.flatnonzero(cnt)
-        tri, c_lo, r_lo, w, cnt = tri[hit], c_lo[hit], r_lo[hit], w[hit], cnt[hit]
-        x0, x1, x2, y0, y1, y2 = x0[hit], x1[hit], x2[hit], y0[hit], y1[hit], y2[hit]
-        ends = np.cumsum(cnt)
-        # chunks of whole triangles holding about _CHUNK pairs each
-        cuts = np.searchsorted(ends, np.arange(_CHUNK, ends[-1] if len(ends) else 0, _CHUNK), side="right")
-        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(tri)]):
-            if b <= a:
-                continue
-            n = cnt[a:b]
-            k = np.repeat(np.arange(a, b), n)
-            off = np.arange(int(n.sum())) - np.repeat(ends[a:b] - n - (ends[a - 1] if a else 0), n)
-            ww = w[k]
-            row = r_lo[k] + off // ww
-            col = c_lo[k] + off % ww
-            qx = gx0 + (col + 0.5) * res
-            qy = gy0 - (row + 0.5) * res
-            ax, bx, cx = x0[k], x1[k], x2[k]
-            ay, by, cy = y0[k], y1[k], y2[k]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                det = (by - cy) * (ax - cx) + (cx - bx) * (ay - cy)
-                dx, dy = qx - cx, qy - cy
-                l0 = ((by - cy) * dx + (cx - bx) * dy) / det
-                l1 = ((cy - ay) * dx + (ax - cx) * dy) / det
-            l2 = 1.0 - l0 - l1
-            inside = (l0 >= -_EPS) & (l1 >= -_EPS) & (l2 >= -_EPS)
-            yield ((row * ncol + col)[inside], tri[k[inside]],
-                   np.column_stack((l0[inside], l1[inside], l2[inside])))
+    def _scan(self, gx0: float, gy0: float, res: float, nrow: int, ncol: int, which: np.ndarray,
+              values: np.ndarray | None, cells: np.ndarray | None = None, max_edge: float = 0.0,
+              max_radius: float = 0.0) -> np.ndarray:
+        """The TIN at the cell centres of a north-up grid (local frame: west edge ``gx0``, north
+        edge ``gy0``), flat, NaN where no triangle of ``which`` holds the centre; ``cells``, when
+        given, receives the triangle holding each centre.  Triangles failing :meth:`invalid`'s
+        limits are skipped.  Triangles on two threads."""
+        out = np.full(nrow * ncol, np.nan)
+        v = np.empty(0) if values is None else np.ascontiguousarray(values, np.float64)
+        tri_out = np.empty(0, np.int64) if cells is None else cells
+        halves = np.array_split(which, 2) if len(which) > _QUERY_BLOCK else [which]
+        list(_pool().map(lambda part: _scan_triangles(self.x, self.y, self.triangles, part, gx0, gy0, res,
+                                                      nrow, ncol, v, out, tri_out, float(max_edge),
+                                                      float(max_radius)), halves))
+        return out
 
-    def rasterize(self, grid, invalid: np.ndarray | None = None, values: np.ndarray | None = None) -> np.ndarray:
-        """The TIN at the cell centres of ``grid`` (a :class:`~.grid.Grid`); NaN outside it or in ``invalid`` triangles.
+    def rasterize(self, grid, invalid: np.ndarray | None = None, values: np.ndarray | None = None, *,
+                  max_edge: float = 0.0, max_radius: float = 0.0) -> np.ndarray:
+        """The TIN at the cell centres of ``grid`` (a :class:`~.grid.Grid`); NaN outside it, in
+        ``invalid`` triangles and in those :meth:`invalid` would mark with ``max_edge``/``max_radius``.
 
         Same values as :meth:`interpolate` at ``grid.centers()``, at a fraction of the cost.
         """
-        out = np.full(grid.nrow * grid.ncol, np.nan)
-        if not len(self.triangles):
-            return out.reshape(grid.shape)
-        v = self.z if values is None else values
         which = np.arange(len(self.triangles)) if invalid is None else np.flatnonzero(~invalid)
-        flat = out  # the threads write disjoint cells except on shared edges, where values agree
-
-        def part(tris: np.ndarray) -> None:
-            for cell, tri, w in self._cover(grid.x0 - self.ox, grid.y0 - self.oy, grid.res, grid.nrow, grid.ncol,
-                                            tris):
-                flat[cell] = (w * v[self.triangles[tri]]).sum(axis=1)
-
-        halves = np.array_split(which, 2) if len(which) > _QUERY_BLOCK else [which]
-        list(_pool().map(part, halves))
+        out = self._scan(grid.x0 - self.ox, grid.y0 - self.oy, grid.res, grid.nrow, grid.ncol, which,
+                         self.z if values is None else values, max_edge=max_edge, max_radius=max_radius)
         return out.reshape(grid.shape)
 
     # --- point location ------------------------------------------------------------------
@@ -312,8 +289,7 @@ class TIN:
         self.bny = int(h // cs) + 1
         # bucket (i, j) covers x in [j cs, (j+1) cs), y in [i cs, (i+1) cs): a north-up grid flipped in y
         start = np.full(self.bny * self.bnx, -1, np.int64)
-        for cell, tri, _ in self._cover(0.0, self.bny * cs, cs, self.bny, self.bnx):
-            start[cell] = tri
+        self._scan(0.0, self.bny * cs, cs, self.bny, self.bnx, np.arange(nt), None, cells=start)
         start = start.reshape(self.bny, self.bnx)[::-1]
         # buckets whose centre no triangle holds start from the nearest bucket that has one
         empty = start < 0
@@ -329,78 +305,116 @@ class TIN:
             start = start[iy, ix]
         self._start = np.ascontiguousarray(start)
 
-    def locate(self, qx: np.ndarray, qy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Triangle containing each query (-1 outside the hull) and its barycentric weights (n, 3)."""
-        qx = np.asarray(qx, np.float64).ravel() - self.ox
-        qy = np.asarray(qy, np.float64).ravel() - self.oy
-        n = len(qx)
-        found = np.full(n, -1, np.int64)
-        weights = np.zeros((n, 3))
-        if len(self.triangles) == 0 or n == 0:
-            return found, weights
-        if self.neighbors is None:
-            raise ValueError("this TIN was built without neighbours: use rasterize()")
-        if self._start is None:
-            self._buckets()
-        bx = np.clip((qx // self.bcs).astype(np.int64), 0, self.bnx - 1)
-        by = np.clip((qy // self.bcs).astype(np.int64), 0, self.bny - 1)
-        cur = self._start[by, bx]
-        active = np.arange(n)
-        T = self.T
-        nbrs = self.neighbors
-        for _ in range(100_000):
-            if not len(active):
-                break
-            Tc = T[cur]
-            dx = qx[active] - Tc[:, 4]
-            dy = qy[active] - Tc[:, 5]
-            l0 = Tc[:, 0] * dx + Tc[:, 1] * dy
-            l1 = Tc[:, 2] * dx + Tc[:, 3] * dy
-            l2 = 1.0 - l0 - l1
-            inside = (l0 >= -_EPS) & (l1 >= -_EPS) & (l2 >= -_EPS)
-            done = active[inside]
-            found[done] = cur[inside]
-            weights[done, 0] = l0[inside]
-            weights[done, 1] = l1[inside]
-            weights[done, 2] = l2[inside]
-            out = ~inside
-            l0, l1, l2 = l0[out], l1[out], l2[out]
-            # step across the edge facing the most negative weight
-            worst = np.where(l0 < l1, np.where(l0 < l2, 0, 2), np.where(l1 < l2, 1, 2))
-            nxt = nbrs[cur[out], worst]
-            keep = nxt >= 0  # -1: walked out of the hull
-            active = active[out][keep]
-            cur = nxt[keep]
-        return found, weights
-
     def interpolate(self, qx: np.ndarray, qy: np.ndarray, invalid: np.ndarray | None = None,
                     values: np.ndarray | None = None) -> np.ndarray:
         """Linear interpolation at the queries; NaN outside the hull or in ``invalid`` triangles.
 
-        Queries are processed in cache-sized blocks on two threads (numpy
-        releases the GIL in the walk's array operations).
+        Each query walks from the triangle of its bucket (:func:`_walk`); the
+        queries are split over two threads.
         """
         shape = np.shape(qx)
-        qx, qy = np.ravel(qx), np.ravel(qy)
+        qx = np.ascontiguousarray(np.ravel(qx), np.float64) - self.ox
+        qy = np.ascontiguousarray(np.ravel(qy), np.float64) - self.oy
         out = np.full(len(qx), np.nan)
-        if self.neighbors is not None and self._start is None and len(self.triangles):
-            self._buckets()  # once, before the threads share it
+        if not len(self.triangles) or not len(qx):
+            return out.reshape(shape)
+        if self.neighbors is None:
+            raise ValueError("this TIN was built without neighbours: use rasterize()")
+        if self._start is None:
+            self._buckets()
+        v = np.ascontiguousarray(self.z if values is None else values, np.float64)
+        bad = np.zeros(len(self.triangles), bool) if invalid is None else np.ascontiguousarray(invalid, bool)
+        T = self.T
 
-        def block(s: slice) -> None:
-            tri, w = self.locate(qx[s], qy[s])
-            v = self.z if values is None else values
-            ok = tri >= 0
-            if invalid is not None:
-                ok &= ~invalid[np.maximum(tri, 0)]
-            t = self.triangles[tri[ok]]
-            out[s][ok] = (w[ok] * v[t]).sum(axis=1)
+        def part(s: slice) -> None:
+            _walk(qx[s], qy[s], T, self.triangles, self.neighbors, self._start, self.bcs, v, bad, out[s])
 
-        blocks = [slice(a, a + _QUERY_BLOCK) for a in range(0, len(qx), _QUERY_BLOCK)]
-        if len(blocks) > 1:
-            list(_pool().map(block, blocks))
-        elif blocks:
-            block(blocks[0])
+        n = len(qx)
+        list(_pool().map(part, [slice(0, n // 2), slice(n // 2, n)] if n > _QUERY_BLOCK else [slice(0, n)]))
         return out.reshape(shape)
+
+
+@kernel
+def _too_big(ax, ay, bx, by, cx, cy, max_edge, max_radius):  # pragma: no cover
+    """An edge longer than ``max_edge`` or a circumradius over ``max_radius`` (0: no limit)."""
+    a = (bx - cx) ** 2 + (by - cy) ** 2
+    b = (ax - cx) ** 2 + (ay - cy) ** 2
+    c = (ax - bx) ** 2 + (ay - by) ** 2
+    if max_edge > 0 and max(a, b, c) > max_edge * max_edge:
+        return True
+    if max_radius > 0:
+        # R = abc / (2 |area2|) > max_radius, without the square roots; degenerate triangles have R = inf
+        area2 = abs((bx - ax) * (cy - ay) - (cx - ax) * (by - ay))
+        return area2 <= 0 or a * b * c > (2 * max_radius * area2) ** 2
+    return False
+
+
+@kernel
+def _invalid(x, y, triangles, max_edge, max_radius, out):  # pragma: no cover
+    for i in range(len(triangles)):
+        a, b, c = triangles[i, 0], triangles[i, 1], triangles[i, 2]
+        out[i] = _too_big(x[a], y[a], x[b], y[b], x[c], y[c], max_edge, max_radius)
+
+
+@kernel
+def _scan_triangles(x, y, triangles, which, gx0, gy0, res, nrow, ncol, values, out, cells,
+                    max_edge, max_radius):  # pragma: no cover
+    """Scan conversion: every triangle of ``which`` (but those :func:`_too_big`) visits the cell
+    centres of its bounding box and writes, at those inside it (edges included), its linear
+    interpolation of ``values`` into ``out`` (when ``values`` is not empty) and its index into
+    ``cells`` (when not empty)."""
+    eps = 1e-7  # widens the box by a hair so a centre on an edge is tested
+    for i in which:
+        a, b, c = triangles[i, 0], triangles[i, 1], triangles[i, 2]
+        ax, bx, cx = x[a], x[b], x[c]
+        ay, by, cy = y[a], y[b], y[c]
+        if (max_edge > 0 or max_radius > 0) and _too_big(ax, ay, bx, by, cx, cy, max_edge, max_radius):
+            continue
+        det = (by - cy) * (ax - cx) + (cx - bx) * (ay - cy)
+        if det == 0.0:
+            continue  # degenerate: holds no centre
+        c_lo = max(int(np.ceil((min(ax, bx, cx) - gx0) / res - 0.5 - eps)), 0)
+        c_hi = min(int(np.floor((max(ax, bx, cx) - gx0) / res - 0.5 + eps)), ncol - 1)
+        r_lo = max(int(np.ceil((gy0 - max(ay, by, cy)) / res - 0.5 - eps)), 0)
+        r_hi = min(int(np.floor((gy0 - min(ay, by, cy)) / res - 0.5 + eps)), nrow - 1)
+        for row in range(r_lo, r_hi + 1):
+            dy = gy0 - (row + 0.5) * res - cy
+            for col in range(c_lo, c_hi + 1):
+                dx = gx0 + (col + 0.5) * res - cx
+                l0 = ((by - cy) * dx + (cx - bx) * dy) / det
+                l1 = ((cy - ay) * dx + (ax - cx) * dy) / det
+                l2 = 1.0 - l0 - l1
+                if l0 >= -_EPS and l1 >= -_EPS and l2 >= -_EPS:
+                    cell = row * ncol + col
+                    if len(values):
+                        out[cell] = l0 * values[a] + l1 * values[b] + l2 * values[c]
+                    if len(cells):
+                        cells[cell] = i
+
+
+@kernel
+def _walk(qx, qy, T, triangles, neighbors, start, bcs, values, invalid, out):  # pragma: no cover
+    """Visibility walk: each query starts in its bucket's triangle and steps across the edge facing
+    its most negative barycentric weight until a triangle holds it (or it leaves the hull);
+    ``out`` receives the interpolation of ``values`` (left as is outside or in ``invalid``)."""
+    bny, bnx = start.shape
+    for i in range(len(qx)):
+        px, py = qx[i], qy[i]
+        cur = start[min(max(int(py // bcs), 0), bny - 1), min(max(int(px // bcs), 0), bnx - 1)]
+        for _ in range(100_000):
+            dx, dy = px - T[cur, 4], py - T[cur, 5]
+            l0 = T[cur, 0] * dx + T[cur, 1] * dy
+            l1 = T[cur, 2] * dx + T[cur, 3] * dy
+            l2 = 1.0 - l0 - l1
+            if l0 >= -_EPS and l1 >= -_EPS and l2 >= -_EPS:
+                if not invalid[cur]:
+                    t = triangles[cur]
+                    out[i] = l0 * values[t[0]] + l1 * values[t[1]] + l2 * values[t[2]]
+                break
+            worst = (0 if l0 < l2 else 2) if l0 < l1 else (1 if l1 < l2 else 2)
+            cur = neighbors[cur, worst]
+            if cur < 0:
+                break  # walked out of the hull
 
 
 _QUERY_BLOCK = 1 << 17

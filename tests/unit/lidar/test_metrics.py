@@ -74,6 +74,43 @@ def test_group_metrics_equal_direct_numpy():
             assert got[k][gi] == pytest.approx(v, rel=1e-9, abs=1e-9, nan_ok=True), k
 
 
+
+@pytest.mark.filterwarnings("ignore:Degrees of freedom")  # numpy std of the lone point
+def test_group_metrics_edge_groups_equal_direct_numpy():
+    """Degenerate groups, interleaved in the point order: their NaN / inf / 0 values follow the definitions."""
+    rng = np.random.default_rng(3)
+    parts = [  # z, intensity, return_number, number_of_returns of groups 0..3 (group 4 is empty)
+        ([12.5], [300], [1], [1]),  # a lone point: no sd, skew, kurt
+        (np.zeros(6), rng.integers(1, 500, 6), np.ones(6), np.ones(6)),  # all heights 0
+        (rng.uniform(0, 30, 50), np.zeros(50), rng.integers(1, 3, 50), np.full(50, 2)),  # intensity total 0
+        (rng.uniform(-1, 8, 40), rng.integers(1, 500, 40), np.full(40, 2), np.full(40, 3)),  # no first, no last
+    ]
+    z, inten, rn, nr = (np.concatenate([np.asarray(c[i], float) for c in parts]) for i in range(4))
+    groups = np.repeat(np.arange(len(parts)), [len(c[0]) for c in parts])
+    perm = rng.permutation(len(z))
+    z, inten, rn, nr, groups = z[perm], inten[perm], rn[perm], nr[perm], groups[perm]
+    cls = np.where(z < 0.5, 2, 1)
+    p = from_arrays(np.zeros(len(z)), np.zeros(len(z)), z, intensity=inten, return_number=rn,
+                    number_of_returns=nr, classification=cls)
+    rumple = np.arange(5.0) + 1
+    got = metrics.group_metrics(p, groups, 5, dsm_rumple=rumple)
+    assert list(got) == metrics.METRIC_NAMES
+    assert got["n"][4] == 0 and all(np.isnan(got[k][4]) for k in metrics.METRIC_NAMES if k != "n")
+    assert np.array_equal(got["rumple"][:4], rumple[:4])
+    for gi in range(4):
+        sel = groups == gi
+        with np.errstate(all="ignore"):
+            want = _direct(p.z[sel], p.intensity[sel], p.return_number[sel], p.number_of_returns[sel],
+                           p.classification[sel])
+        for k, v in want.items():
+            assert got[k][gi] == pytest.approx(v, rel=1e-9, abs=1e-9, nan_ok=True), (gi, k)
+    assert np.isnan(got["zsd"][0]) and np.isnan(got["zskew"][0]) and np.isnan(got["zkurt"][0])
+    assert got["zpcum5"][1] == 0.0 and np.isnan(got["zentropy"][1])
+    assert np.isnan(got["ipground"][2]) and np.isnan(got["ipcumzq50"][2]) and got["isd"][2] == 0
+    assert np.isnan(got["cover"][3]) and np.isnan(got["gap"][3])
+    with pytest.raises(ValueError):
+        metrics.group_metrics(p, groups, 3)
+
 def test_cloud_metrics_single_plot_and_lad():
     rng = np.random.default_rng(1)
     p = _random_points(rng, 5000)
