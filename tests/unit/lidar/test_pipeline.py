@@ -16,7 +16,8 @@ from processes.lidar.cog import read_raster, validate_cog
 from processes.lidar.footprint import footprint
 from processes.lidar.metrics import METRIC_NAMES
 from processes.lidar.pipeline import (Params, inventory, load_tile_result, merge_tile_results, plan_tiles,
-                                      polygon_metrics, process_tile, read_tile, save_tile_result)
+                                      polygon_metrics, process_tile, read_tile, run, save_tile_result)
+from processes.lidar.trees import lmf
 from processes.lidar.points import Points
 from processes.lidar.read import open_scan
 from processes.lidar.synthetic import make_forest, write_las
@@ -150,6 +151,21 @@ def test_cancel_from_the_callback_propagates(scan_files, tmp_path):
         left = list((tmp_path / "x").glob("*.tif*")) + list((tmp_path / "x").glob("*.geojson*"))
         assert not left  # no half-written product
     assert not multiprocessing.active_children()  # the tile processes were stopped
+
+
+def _window_refused(h):
+    """A window function that refuses (module level, so a spawned tile process can unpickle it)."""
+    raise errors.InvalidParameter("window function refused")
+
+
+def test_an_error_in_a_tile_process_reaches_the_caller(scan_files, tmp_path):
+    params = Params(tile_size=40, buffer=20, metrics_res=20, trees=lmf(ws=_window_refused))
+    for jobs in (1, 2):
+        with pytest.raises(errors.InvalidParameter, match="window function refused"):
+            run(scan_files[1], tmp_path / "x", params=params, jobs=jobs)
+        left = list((tmp_path / "x").glob("*.tif*")) + list((tmp_path / "x").glob("*.geojson*"))
+        assert not left  # no half-written product
+    assert not multiprocessing.active_children()
 
 
 def test_one_tile_alone_then_merge(scan_files, runs, tmp_path):
