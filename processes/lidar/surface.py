@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import InvalidParameter
 from .grid import Grid, Raster
+from .jit import kernel
 from .points import Points
 from .tin import TIN, refill, triangulate
 
@@ -74,19 +75,23 @@ def max_per_cell(x: np.ndarray, y: np.ndarray, z: np.ndarray, grid: Grid) -> np.
 def highest_per_cell(x, y, z, grid: Grid) -> np.ndarray:
     """Index of the highest point in each occupied cell (the points a pit-free TIN is built on).
 
-    Ties go to the first point; indices come in cell order.  Two unbuffered
-    reductions instead of a sort.
+    Ties go to the first point; indices come in cell order.
     """
-    row, col, inside = grid.cell_of(x, y)
-    idx = np.flatnonzero(inside)
-    cell = row[idx] * grid.ncol + col[idx]
-    zi = z[idx]
-    top = np.full(grid.nrow * grid.ncol, -np.inf)
-    np.maximum.at(top, cell, zi)
-    cand = np.flatnonzero(zi == top[cell])
-    first = np.full(len(top), len(idx))
-    np.minimum.at(first, cell[cand], cand)
-    return idx[first[first < len(idx)]]
+    best = np.full(grid.nrow * grid.ncol, -1, np.int64)
+    _highest(x, y, z, grid.x0, grid.y0, grid.res, grid.nrow, grid.ncol, best)
+    return best[best >= 0]
+
+
+@kernel
+def _highest(x, y, z, x0, y0, res, nrow, ncol, best):  # pragma: no cover
+    """One pass: ``best[cell]`` becomes the first of the highest points in the cell (cells as Grid.cell_of)."""
+    for i in range(len(x)):
+        col = int(np.floor((x[i] - x0) / res))
+        row = int(np.floor((y0 - y[i]) / res))
+        if 0 <= col < ncol and 0 <= row < nrow:
+            c = row * ncol + col
+            if best[c] < 0 or z[i] > z[best[c]]:
+                best[c] = i
 
 
 def rasterize_canopy(points: Points, res: float = 0.5, algorithm: p2r | pitfree = pitfree(), *,
