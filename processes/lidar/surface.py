@@ -169,5 +169,5 @@ def _stack_layers(x, y, z, grid: Grid, algorithm: pitfree) -> np.ndarray:
             continue
         layer = TIN(x, y, z, triangles=draw)
         # without long edges (pit-free rule) and wide circumcircles (not decided locally, see terrain.tin)
-        np.fmax(out, layer.rasterize(grid, max_edge=limit, max_radius=algorithm.max_radius), out=out)
+        np.fmax(out, layer.rasterize(grid, layer.invalid(limit, algorithm.max_radius)), out=out)
     return out

@@ -248,31 +248,26 @@ class TIN:
     # --- scan conversion ---------------------------------------------------------------
 
     def _scan(self, gx0: float, gy0: float, res: float, nrow: int, ncol: int, which: np.ndarray,
-              values: np.ndarray | None, cells: np.ndarray | None = None, max_edge: float = 0.0,
-              max_radius: float = 0.0) -> np.ndarray:
+              values: np.ndarray | None, cells: np.ndarray | None = None) -> np.ndarray:
         """The TIN at the cell centres of a north-up grid (local frame: west edge ``gx0``, north
         edge ``gy0``), flat, NaN where no triangle of ``which`` holds the centre; ``cells``, when
-        given, receives the triangle holding each centre.  Triangles failing :meth:`invalid`'s
-        limits are skipped.  Triangles on two threads."""
+        given, receives the triangle holding each centre.  Triangles on two threads."""
         out = np.full(nrow * ncol, np.nan)
         v = np.empty(0) if values is None else np.ascontiguousarray(values, np.float64)
         tri_out = np.empty(0, np.int64) if cells is None else cells
         halves = np.array_split(which, 2) if len(which) > _QUERY_BLOCK else [which]
         list(_pool().map(lambda part: _scan_triangles(self.x, self.y, self.triangles, part, gx0, gy0, res,
-                                                      nrow, ncol, v, out, tri_out, float(max_edge),
-                                                      float(max_radius)), halves))
+                                                      nrow, ncol, v, out, tri_out), halves))
         return out
 
-    def rasterize(self, grid, invalid: np.ndarray | None = None, values: np.ndarray | None = None, *,
-                  max_edge: float = 0.0, max_radius: float = 0.0) -> np.ndarray:
-        """The TIN at the cell centres of ``grid`` (a :class:`~.grid.Grid`); NaN outside it, in
-        ``invalid`` triangles and in those :meth:`invalid` would mark with ``max_edge``/``max_radius``.
+    def rasterize(self, grid, invalid: np.ndarray | None = None, values: np.ndarray | None = None) -> np.ndarray:
+        """The TIN at the cell centres of ``grid`` (a :class:`~.grid.Grid`); NaN outside it or in ``invalid`` triangles.
 
         Same values as :meth:`interpolate` at ``grid.centers()``, at a fraction of the cost.
         """
         which = np.arange(len(self.triangles)) if invalid is None else np.flatnonzero(~invalid)
         out = self._scan(grid.x0 - self.ox, grid.y0 - self.oy, grid.res, grid.nrow, grid.ncol, which,
-                         self.z if values is None else values, max_edge=max_edge, max_radius=max_radius)
+                         self.z if values is None else values)
         return out.reshape(grid.shape)
 
     # --- point location ------------------------------------------------------------------
@@ -335,41 +330,32 @@ class TIN:
 
 
 @kernel
-def _too_big(ax, ay, bx, by, cx, cy, max_edge, max_radius):  # pragma: no cover
-    """An edge longer than ``max_edge`` or a circumradius over ``max_radius`` (0: no limit)."""
-    a = (bx - cx) ** 2 + (by - cy) ** 2
-    b = (ax - cx) ** 2 + (ay - cy) ** 2
-    c = (ax - bx) ** 2 + (ay - by) ** 2
-    if max_edge > 0 and max(a, b, c) > max_edge * max_edge:
-        return True
-    if max_radius > 0:
-        # R = abc / (2 |area2|) > max_radius, without the square roots; degenerate triangles have R = inf
-        area2 = abs((bx - ax) * (cy - ay) - (cx - ax) * (by - ay))
-        return area2 <= 0 or a * b * c > (2 * max_radius * area2) ** 2
-    return False
-
-
-@kernel
 def _invalid(x, y, triangles, max_edge, max_radius, out):  # pragma: no cover
+    """``out[i]``: triangle i has an edge longer than ``max_edge`` or a circumradius over
+    ``max_radius`` (0: no limit)."""
     for i in range(len(triangles)):
-        a, b, c = triangles[i, 0], triangles[i, 1], triangles[i, 2]
-        out[i] = _too_big(x[a], y[a], x[b], y[b], x[c], y[c], max_edge, max_radius)
+        p, q, r = triangles[i, 0], triangles[i, 1], triangles[i, 2]
+        a = (x[q] - x[r]) ** 2 + (y[q] - y[r]) ** 2
+        b = (x[p] - x[r]) ** 2 + (y[p] - y[r]) ** 2
+        c = (x[p] - x[q]) ** 2 + (y[p] - y[q]) ** 2
+        bad = max_edge > 0 and max(a, b, c) > max_edge * max_edge
+        if not bad and max_radius > 0:
+            # R = abc / (2 |area2|) > max_radius, without the square roots; degenerate triangles have R = inf
+            area2 = abs((x[q] - x[p]) * (y[r] - y[p]) - (x[r] - x[p]) * (y[q] - y[p]))
+            bad = area2 <= 0 or a * b * c > (2 * max_radius * area2) ** 2
+        out[i] = bad
 
 
 @kernel
-def _scan_triangles(x, y, triangles, which, gx0, gy0, res, nrow, ncol, values, out, cells,
-                    max_edge, max_radius):  # pragma: no cover
-    """Scan conversion: every triangle of ``which`` (but those :func:`_too_big`) visits the cell
-    centres of its bounding box and writes, at those inside it (edges included), its linear
-    interpolation of ``values`` into ``out`` (when ``values`` is not empty) and its index into
-    ``cells`` (when not empty)."""
+def _scan_triangles(x, y, triangles, which, gx0, gy0, res, nrow, ncol, values, out, cells):  # pragma: no cover
+    """Scan conversion: every triangle of ``which`` visits the cell centres of its bounding box and
+    writes, at those inside it (edges included), its linear interpolation of ``values`` into
+    ``out`` (when ``values`` is not empty) and its index into ``cells`` (when not empty)."""
     eps = 1e-7  # widens the box by a hair so a centre on an edge is tested
     for i in which:
         a, b, c = triangles[i, 0], triangles[i, 1], triangles[i, 2]
         ax, bx, cx = x[a], x[b], x[c]
         ay, by, cy = y[a], y[b], y[c]
-        if (max_edge > 0 or max_radius > 0) and _too_big(ax, ay, bx, by, cx, cy, max_edge, max_radius):
-            continue
         det = (by - cy) * (ax - cx) + (cx - bx) * (ay - cy)
         if det == 0.0:
             continue  # degenerate: holds no centre

@@ -74,7 +74,6 @@ def test_group_metrics_equal_direct_numpy():
             assert got[k][gi] == pytest.approx(v, rel=1e-9, abs=1e-9, nan_ok=True), k
 
 
-
 @pytest.mark.filterwarnings("ignore:Degrees of freedom")  # numpy std of the lone point
 def test_group_metrics_edge_groups_equal_direct_numpy():
     """Degenerate groups, interleaved in the point order: their NaN / inf / 0 values follow the definitions."""
@@ -110,6 +109,7 @@ def test_group_metrics_edge_groups_equal_direct_numpy():
     assert np.isnan(got["cover"][3]) and np.isnan(got["gap"][3])
     with pytest.raises(ValueError):
         metrics.group_metrics(p, groups, 3)
+
 
 def test_cloud_metrics_single_plot_and_lad():
     rng = np.random.default_rng(1)
