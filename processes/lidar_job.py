@@ -37,7 +37,7 @@ GROUND_INPUTS = {
 }
 TREE_INPUTS = {
     "hmin": number_input("Minimum tree height", "Local maxima lower than this are not trees (m)", 2, 0.5, 50),
-    "ws": number_input("Window size", "Fixed local-maximum window diameter (m); default: height-variable",
+    "ws": number_input("Window size", "Fixed local-maximum window diameter (m); default (0): from height and canopy cover",
                        0, 0, 30),
 }
 CROWN_INPUTS = {
@@ -130,6 +130,7 @@ def tree_artifact(scan: ScanInput, summary: dict) -> dict:
         lon_lat = project(shapely.Point(x, y))
         crown = crowns.get(p["tree_id"])
         trees.append({"x": x, "y": y, "lon": lon_lat.x, "lat": lon_lat.y, "height": p["height"],
+                      "apex_height": p.get("apex_height"),
                       "crown_area": p.get("crown_area"), "crown_diameter": p.get("crown_diameter"),
                       "crown_wkt4326": _polygon(project(crown)).wkt if crown is not None else None})
     return {"kind": "trees", "scan_id": scan.id, "trees": trees}

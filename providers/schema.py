@@ -80,6 +80,7 @@ TABLES: dict[str, Table] = {
             _c("height_m", "real", "number"),
             _c("crown_area_m2", "real", "number"),
             _c("crown_diameter_m", "real", "number"),
+            _c("apex_height_m", "real", "number"),
         ),
     ),
     "crowns": Table(

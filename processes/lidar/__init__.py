@@ -11,8 +11,9 @@ Modules (one job each):
 - ``ground``     ``csf()`` ground classification, ``sor()`` / ``ivf()`` noise
 - ``tin``        Delaunay TIN with fast vectorised point location
 - ``terrain``    ``tin()`` / ``knnidw()`` DTM, height normalisation
-- ``surface``    ``p2r()`` / ``pitfree()`` CHM
-- ``trees``      ``lmf()`` tree detection
+- ``surface``    ``p2r()`` / ``pitfree()`` CHM (cliff fill from the point spacing)
+- ``trees``      ``lmf()`` tree detection, ``crown_window`` (window from height and cover), apex heights
+- ``accuracy``   scoring against known truth (both truth families), the naive reference pipeline
 - ``crowns``     ``watershed()`` / ``dalponte2016()`` crowns and polygons
 - ``metrics``    lidR standard metrics, per plot and per grid cell
 - ``grid``       lattice-aligned grids and rasters

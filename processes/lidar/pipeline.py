@@ -39,9 +39,9 @@ from .grid import Grid, Raster
 from .points import GROUND, Points, SPILL_DTYPE, from_records, to_records
 from .progress import Progress, ProgressFn
 from .read import PathLike, Scan, iter_points, open_scan, read_points
-from .surface import max_per_cell, p2r, pitfree, rasterize_canopy
+from .surface import max_per_cell, p2r, pitfree, point_spacing, rasterize_canopy
 from .terrain import GroundModel, knnidw, tin
-from .trees import lmf, locate_trees, tree_heights
+from .trees import apex_heights, lmf, locate_trees, tree_heights
 
 Bounds = tuple[float, float, float, float]
 ALL_PRODUCTS = frozenset({"dtm", "chm", "trees", "crowns", "grid_metrics"})
@@ -181,7 +181,7 @@ class TileResult:
 
 
 def _empty_trees() -> dict[str, np.ndarray]:
-    return {k: np.empty(0) for k in ("x", "y", "height", "crown_area", "crown_diameter")}
+    return {k: np.empty(0) for k in ("x", "y", "height", "apex_height", "crown_area", "crown_diameter")}
 
 
 def process_tile(points: Points, core: Bounds, params: Params = Params(),
@@ -261,14 +261,19 @@ def process_tile(points: Points, core: Bounds, params: Params = Params(),
             res.chm = chm.crop(cg)
         if products & {"trees", "crowns"}:
             tops = locate_trees(chm, params.trees)
+            tops["apex_height"] = tops["height"]
             if len(tops["x"]):
                 tops["height"] = tree_heights(norm, tops)
+                crown = first & (norm.z > 2.0)  # the spacing of the returns on the crowns
+                spacing = point_spacing(norm.x[crown], norm.y[crown], bg)
+                trow, tcol, _ = bg.cell_of(tops["x"], tops["y"])
+                tops["apex_height"] = np.maximum(apex_heights(norm, tops, spacing[trow, tcol]), tops["height"])
             lap("trees")
             mine = in_core(tops["x"], tops["y"], core)
             labels = crownsmod.segment_crowns(chm, tops, params.crowns)
             area, diam = crownsmod.crown_stats(labels, bg.res, len(tops["x"]))
             res.trees = {"x": tops["x"][mine], "y": tops["y"][mine], "height": tops["height"][mine],
-                         "crown_area": area[mine], "crown_diameter": diam[mine]}
+                         "apex_height": tops["apex_height"][mine], "crown_area": area[mine], "crown_diameter": diam[mine]}
             if "crowns" in products and mine.any():
                 idx = np.flatnonzero(mine)
                 keep_lab = np.zeros(len(tops["x"]) + 1, bool)
@@ -371,6 +376,7 @@ class Assembler:
             self.tree_count += 1
             tid = self.tree_count
             props = {"tree_id": tid, "height": round(float(t["height"][i]), 3),
+                     "apex_height": round(float(t["apex_height"][i]), 3),
                      "crown_area": round(float(t["crown_area"][i]), 3),
                      "crown_diameter": round(float(t["crown_diameter"][i]), 3)}
             self.height_sum += props["height"]

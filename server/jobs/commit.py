@@ -144,10 +144,10 @@ def _trees(conn: Connection, art: dict, job: dict) -> list[str]:
                          (len(trees),)).fetchall()
     ids = [r[0] for r in first]
     with conn.cursor().copy("COPY trees (id, scan_id, project_id, geom, x, y, height_m, crown_area_m2, "
-                            "crown_diameter_m) FROM STDIN") as copy:
+                            "crown_diameter_m, apex_height_m) FROM STDIN") as copy:
         for tid, t in zip(ids, trees):
             copy.write_row((tid, scan, project, f"SRID=4326;POINT({t['lon']} {t['lat']})", t["x"], t["y"],
-                            t["height"], t.get("crown_area"), t.get("crown_diameter")))
+                            t["height"], t.get("crown_area"), t.get("crown_diameter"), t.get("apex_height")))
     with conn.cursor().copy("COPY crowns (tree_id, scan_id, project_id, geom, area_m2) FROM STDIN") as copy:
         for tid, t in zip(ids, trees):
             if t.get("crown_wkt4326"):
