@@ -260,12 +260,11 @@ def engine_products(truth: Truth, workdir: Path, params=None) -> Products:
 
     import shapely
 
-    from .pipeline import Params, inventory
+    from .pipeline import ALL_PRODUCTS, Params, run
 
     t0 = time.perf_counter()
     out = Path(workdir) / f"engine-{truth.name}"
-    inventory(truth.files, out, params=params or Params(), buffer=(params or Params()).buffer,
-              tile_size=(params or Params()).tile_size)
+    run(truth.files, out, params=params or Params(), products=ALL_PRODUCTS)
     seconds = time.perf_counter() - t0
     feats = json.loads((out / "trees.geojson").read_text())["features"]
     xy = np.array([f["geometry"]["coordinates"] for f in feats], float).reshape(-1, 2)

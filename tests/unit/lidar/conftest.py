@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from processes.lidar.accuracy import match_trees  # noqa: F401 (the one matching rule, used by the tests)
 from processes.lidar.synthetic import make_forest, write_las
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
@@ -48,16 +49,3 @@ def small_las(tmp_path_factory):
     path = tmp_path_factory.mktemp("las") / "small.las"
     write_las(path, pts)
     return path, pts, truth
-
-
-def match_trees(dx, dy, tx, ty, max_dist=1.5):
-    """One-to-one matching of detected tops to true stems within ``max_dist`` (Hungarian)."""
-    from scipy.optimize import linear_sum_assignment
-
-    if not len(dx) or not len(tx):
-        return np.empty(0, int), np.empty(0, int)
-    d = np.hypot(np.asarray(dx)[:, None] - np.asarray(tx)[None], np.asarray(dy)[:, None] - np.asarray(ty)[None])
-    cost = np.where(d <= max_dist, d, 1e6)
-    r, c = linear_sum_assignment(cost)
-    ok = cost[r, c] <= max_dist
-    return r[ok], c[ok]
