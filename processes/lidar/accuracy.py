@@ -39,7 +39,6 @@ class Truth:
     density: float
     classified: bool
     info: dict = field(default_factory=dict)
-    crowns: list | None = None  # shapely polygons aligned with trees, when the family knows them
 
 
 def _read_raster(path: Path) -> Raster:
@@ -82,7 +81,7 @@ def from_simulation(name: str, truth, files: list[Path], res: float = 0.5) -> Tr
     return Truth(name=name, family="project", files=files, trees=trees,
                  terrain=Raster(truth.ground(cx, cy), g, "terrain"), chm=Raster(truth.canopy(cx, cy), g, "chm"),
                  bounds=truth.bounds, density=float(p["density"]), classified=bool(p.get("classified", True)),
-                 info=dict(p), crowns=getattr(truth, "crowns", None))
+                 info=dict(p))
 
 
 def match_trees(dx, dy, tx, ty, max_dist: float = MATCH_DIST) -> tuple[np.ndarray, np.ndarray]:
@@ -181,14 +180,12 @@ def score_dtm(dtm: Raster, truth: Truth, margin: float = 2.0) -> dict:
 
 
 def true_crowns(truth: Truth, index: np.ndarray) -> list:
-    """True crown outlines of trees ``index``: the family's own polygons, or the part of each
+    """True crown outlines of trees ``index`` (neither family records them): the part of each
     crown disc (``crown_radius``) where the truth CHM is above 2 m and the tree is the nearest
     stem weighted by radius (a power diagram of the discs: the share of overlapping crowns a
     view from above gives each)."""
     import shapely
 
-    if truth.crowns is not None:
-        return [truth.crowns[i] for i in index]
     t = truth.trees
     g = truth.chm.grid
     cx, cy = g.centers()
@@ -227,8 +224,8 @@ def score_crowns(crowns: list, det_index: np.ndarray, truth: Truth, true_index: 
 
     ref = true_crowns(truth, true_index)
     iou, area_err = [], []
-    for k, j in zip(det_index, range(len(true_index))):
-        a, b = crowns[k], ref[j]
+    for k, b in zip(det_index, ref):
+        a = crowns[k]
         if a is None or b is None or b.area == 0:
             continue
         inter = shapely.intersection(a, b).area

@@ -39,7 +39,7 @@ from .grid import Grid, Raster
 from .points import GROUND, Points, SPILL_DTYPE, from_records, to_records
 from .progress import Progress, ProgressFn
 from .read import PathLike, Scan, iter_points, open_scan, read_points
-from .surface import max_per_cell, p2r, pitfree, point_spacing, rasterize_canopy
+from .surface import max_per_cell, p2r, pitfree, rasterize_canopy
 from .terrain import GroundModel, knnidw, tin
 from .trees import apex_heights, lmf, locate_trees, tree_heights
 
@@ -264,10 +264,7 @@ def process_tile(points: Points, core: Bounds, params: Params = Params(),
             tops["apex_height"] = tops["height"]
             if len(tops["x"]):
                 tops["height"] = tree_heights(norm, tops)
-                crown = first & (norm.z > 2.0)  # the spacing of the returns on the crowns
-                spacing = point_spacing(norm.x[crown], norm.y[crown], bg)
-                trow, tcol, _ = bg.cell_of(tops["x"], tops["y"])
-                tops["apex_height"] = np.maximum(apex_heights(norm, tops, spacing[trow, tcol]), tops["height"])
+                tops["apex_height"] = apex_heights(norm, tops, bg)
             lap("trees")
             mine = in_core(tops["x"], tops["y"], core)
             labels = crownsmod.segment_crowns(chm, tops, params.crowns)

@@ -61,19 +61,25 @@ class crown_window:
         return np.clip(self.a + self.b * h + self.k * (1.0 - cover) * h, self.wmin, self.wmax)
 
 
+def _lattice_share(x: np.ndarray, y: np.ndarray, flag: np.ndarray, cell: float) -> np.ndarray:
+    """For each sample (x, y), the share of flagged samples in its ``cell``-sized lattice cell
+    (a lattice cell cut by the data's edge counts the part it holds)."""
+    if not len(x):
+        return np.zeros(0)
+    cg = Grid.covering((float(x.min()), float(y.min()), float(x.max()), float(y.max())), cell)
+    r, c, _ = cg.cell_of(x, y)
+    flat = np.clip(r, 0, cg.nrow - 1) * cg.ncol + np.clip(c, 0, cg.ncol - 1)
+    n = np.bincount(flat, minlength=cg.nrow * cg.ncol)
+    k = np.bincount(flat, weights=flag, minlength=cg.nrow * cg.ncol)
+    return (k / np.maximum(n, 1))[flat]
+
+
 def canopy_cover(chm: Raster, cell: float = COVER_CELL, above: float = 2.0) -> np.ndarray:
     """Share of the CHM's cells above ``above`` metres in each ``cell``-sized lattice cell,
-    read back at every CHM cell (cells of the lattice cut by the raster's edge count the
-    part they hold)."""
-    g = chm.grid
-    cg = Grid.covering(g.bounds, cell)
-    cx, cy = g.centers()
-    r, c, _ = cg.cell_of(cx, cy)
-    flat = (r * cg.ncol + c).ravel()
-    high = (np.nan_to_num(chm.data, nan=0.0) > above).ravel()
-    n = np.bincount(flat, minlength=cg.nrow * cg.ncol)
-    k = np.bincount(flat, weights=high, minlength=cg.nrow * cg.ncol)
-    return (k / np.maximum(n, 1))[flat].reshape(g.shape)
+    read back at every CHM cell."""
+    cx, cy = chm.grid.centers()
+    high = np.nan_to_num(chm.data, nan=0.0) > above
+    return _lattice_share(cx.ravel(), cy.ravel(), high.ravel(), cell).reshape(chm.grid.shape)
 
 
 @dataclass(frozen=True)
@@ -184,8 +190,11 @@ def _lmf_points(p: Points, a: lmf) -> dict[str, np.ndarray]:
     if not len(x):
         return {"x": np.empty(0), "y": np.empty(0), "height": np.empty(0)}
     if isinstance(a.ws, crown_window):
-        raise InvalidParameter("crown_window needs a CHM: detect trees on a raster, or give ws as a number")
-    ws = a.ws(z) if callable(a.ws) else np.full(len(z), float(a.ws))
+        # cover of the points: the share of them above 2 m in each lattice cell
+        cover = _lattice_share(p.x, p.y, p.z > 2.0, COVER_CELL)[keep]
+        ws = a.ws.diameter(z, cover)
+    else:
+        ws = a.ws(z) if callable(a.ws) else np.full(len(z), float(a.ws))
     kd = cKDTree(np.column_stack((x - x.min(), y - y.min())))
     xy = np.column_stack((x - x.min(), y - y.min()))
     top = np.zeros(len(x), bool)
@@ -239,7 +248,7 @@ def tree_heights(points: Points, tops: dict[str, np.ndarray], radius: float = 0.
     return np.where(lens > 0, best, h)
 
 
-def apex_heights(points: Points, tops: dict[str, np.ndarray], spacing: np.ndarray, radius: float = 1.5,
+def apex_heights(points: Points, tops: dict[str, np.ndarray], grid: Grid, radius: float = 1.5,
                  rings: int = 3) -> np.ndarray:
     """Apex height of each top: its highest return raised by the crown's slope times the
     expected distance between the apex and the return nearest to it.
@@ -251,12 +260,20 @@ def apex_heights(points: Points, tops: dict[str, np.ndarray], spacing: np.ndarra
     metres from the highest return.  On both truth families this takes the height bias
     from -0.56 ... -1.01 m to -0.54 ... +0.29 m (bench/accuracy.py, ``apex`` columns);
     ``height`` (the highest return, lidR's and most tools' definition) is kept beside
-    it.  Written here: no library fits crown tops.
+    it (and is the floor of the apex).  ``grid`` is the CHM's grid, on whose lattice the
+    spacing is measured (:func:`~.surface.point_spacing`).  Written here: no library
+    fits crown tops.
     """
+    from .surface import point_spacing
+
     h = np.asarray(tops["height"], float)
     out = h.copy()
     if not len(h):
         return out
+    crown = points.first & (points.z > 2.0)  # the spacing of the returns on the crowns
+    trow, tcol, _ = grid.cell_of(np.asarray(tops["x"], float), np.asarray(tops["y"], float))
+    spacing = point_spacing(points.x[crown], points.y[crown], grid)[np.clip(trow, 0, grid.nrow - 1),
+                                                                     np.clip(tcol, 0, grid.ncol - 1)]
     fr = points.first & (points.z > 1.0)
     px, py, pz = points.x[fr], points.y[fr], points.z[fr]
     if not len(px):
@@ -286,4 +303,4 @@ def apex_heights(points: Points, tops: dict[str, np.ndarray], spacing: np.ndarra
         if len(env_d) >= 2 and np.ptp(env_d) > 0:
             slope = max(-np.polyfit(env_d, env_z, 1)[0], 0.0)
         out[i] = pz[k] + slope * 0.5 * float(spacing[i])
-    return out
+    return np.maximum(out, h)

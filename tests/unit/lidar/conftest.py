@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from processes.lidar.accuracy import match_trees  # noqa: F401 (the one matching rule, used by the tests)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from processes.lidar import crowns, ground, surface, terrain, trees
+from processes.lidar import crowns, errors, ground, surface, terrain, trees
 from processes.lidar.grid import Grid
 
 from .conftest import match_trees
@@ -122,3 +122,48 @@ def test_crowns_match_true_crown_areas(stands, algo):
     i = int(r[0])
     assert polys[i].area == pytest.approx(area[i], rel=1e-6)
     assert polys[i].contains(__import__("shapely").Point(det["x"][i], det["y"][i]))
+
+
+def _cone(n=4000, apex=20.0, slope=4.0, seed=0):
+    from processes.lidar.points import from_arrays
+
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(0, 30, n), rng.uniform(0, 30, n)
+    z = np.clip(apex - slope * np.hypot(x - 15, y - 15), 0, None)
+    return from_arrays(x, y, z)
+
+
+def test_default_window_works_on_points_and_parameters_are_checked():
+    tops = trees.locate_trees(_cone(), trees.lmf())
+    best = int(np.argmax(tops["height"]))
+    assert np.hypot(tops["x"][best] - 15, tops["y"][best] - 15) < 0.5 and tops["height"][best] > 18
+    for bad in (dict(shape="triangle"), dict(hmin=-1), dict(ws=0), dict(ws=float("nan"))):
+        with pytest.raises(errors.InvalidParameter):
+            trees.lmf(**bad)
+    with pytest.raises(errors.InvalidParameter):
+        trees.crown_window(wmin=5, wmax=2)
+
+
+def test_crown_window_widens_where_the_canopy_is_open():
+    w = trees.crown_window()
+    h = np.array([20.0, 20.0])
+    open_, closed = w.diameter(h, np.array([0.3, 1.0]))
+    assert closed == pytest.approx(2.5) and open_ == pytest.approx(2.5 + 0.2 * 0.7 * 20)
+
+
+def test_apex_height_is_closer_to_the_apex_than_the_highest_return():
+    """30 cones at 10 points/m²: the nearest return lands ~0.16 m from the apex, ~0.6 m lower."""
+    grid = Grid.covering((0, 0, 30, 30), 0.5)
+    top = {"x": np.array([15.0]), "y": np.array([15.0]), "height": np.array([0.0])}
+    high, apex = [], []
+    for seed in range(30):
+        pts = _cone(n=9000, seed=seed)
+        t = {**top, "height": trees.tree_heights(pts, top)}
+        high.append(t["height"][0] - 20.0)
+        apex.append(trees.apex_heights(pts, t, grid)[0] - 20.0)
+    high, apex = np.array(high), np.array(apex)
+    print(f"cones: highest return bias {high.mean():+.2f} m, apex bias {apex.mean():+.2f} m")
+    assert high.mean() < -0.4
+    assert abs(apex.mean()) < 0.5 * abs(high.mean())
+    assert np.sqrt(np.mean(apex**2)) < np.sqrt(np.mean(high**2))
+    assert (apex >= high).all()
