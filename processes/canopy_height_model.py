@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from .base import CanopyProcess
-from .lidar_job import (COMMON_INPUTS, GROUND_INPUTS, ProductProcess, link_output, metadata,
+from .lidar_job import (CANOPY_INPUTS, COMMON_INPUTS, GROUND_INPUTS, ProductProcess, link_output, metadata,
                         resolution_input)
 
 PROCESS_METADATA = metadata(
     "canopy-height-model", "Canopy height model",
     "Pit-free canopy height model (Khosravipour et al. 2014) of the height-normalised points.",
-    {**COMMON_INPUTS, **GROUND_INPUTS, **resolution_input(0.5, "canopy height model")},
+    {**COMMON_INPUTS, **GROUND_INPUTS, **CANOPY_INPUTS, **resolution_input(0.5, "canopy height model")},
     {"chm": link_output("Canopy height model (COG)")})
 
 

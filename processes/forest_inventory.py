@@ -6,20 +6,22 @@ from __future__ import annotations
 import os
 
 from .base import CanopyProcess, JobContext, Outcome
-from .lidar.pipeline import ALL_PRODUCTS, merge_tile_results, plan_tiles
+from .lidar import Params, merge_tile_results, plan_tiles
+from .lidar.pipeline import ALL_PRODUCTS
 from .lidar.read import open_scan
-from .lidar_job import (COMMON_INPUTS, CROWN_INPUTS, GROUND_INPUTS, TREE_INPUTS, link_output, metadata,
-                        number_input, params_from, plot_metrics_artifact, plots_input, raster_artifacts,
+from .lidar_job import (CANOPY_INPUTS, COMMON_INPUTS, CROWN_INPUTS, GROUND_INPUTS, TREE_INPUTS, link_output, metadata,
+                        number_input, engine_params, plot_metrics_artifact, plots_input, raster_artifacts,
                         run_scan, tree_artifact)
 
 PROCESS_METADATA = metadata(
     "forest-inventory", "Forest inventory",
     "Ground, DTM, pit-free CHM, trees, crowns, grid metrics and plot metrics of a scan in one pass.",
     {**COMMON_INPUTS, **plots_input(),
-     "resolution": number_input("CHM resolution", "Cell size of the canopy height model (m)", 0.5, 0.1, 10),
-     "dtm_resolution": number_input("DTM resolution", "Cell size of the terrain model (m)", 1.0, 0.25, 50),
-     "metrics_resolution": number_input("Metrics resolution", "Cell size of the grid metrics (m)", 20, 1, 1000),
-     **GROUND_INPUTS, **TREE_INPUTS, **CROWN_INPUTS},
+     "resolution": number_input("CHM resolution", "Cell size of the canopy height model (m)", Params.chm_res, 0.1, 10),
+     "dtm_resolution": number_input("DTM resolution", "Cell size of the terrain model (m)", Params.dtm_res, 0.25, 50),
+     "metrics_resolution": number_input("Metrics resolution", "Cell size of the grid metrics (m)", Params.metrics_res,
+                                        1, 1000),
+     **GROUND_INPUTS, **CANOPY_INPUTS, **TREE_INPUTS, **CROWN_INPUTS},
     {"dtm": link_output("Terrain model (COG)"), "chm": link_output("Canopy height model (COG)"),
      "metrics": link_output("Grid metrics (COG, one band per metric)"), "trees": link_output("Trees"),
      "crowns": link_output("Crowns"), "plots": link_output("Plots with their metrics"),
@@ -34,10 +36,10 @@ class ForestInventoryProcessor(CanopyProcess):
         scan = ctx.scan(inputs["scan"])
         fields = {"chm_res": float(inputs["resolution"]), "dtm_res": float(inputs["dtm_resolution"]),
                   "metrics_res": float(inputs["metrics_resolution"])}
-        params = params_from(inputs, **fields)
+        params = engine_params(inputs, **fields)
         opened = open_scan([str(f) for f in scan.files], crs=scan.crs)
         if opened.point_count > fanout_threshold():
-            summary = self._fanned_out(ctx, scan, opened, inputs, fields, params)
+            summary = self._fanned_out(ctx, scan, opened, params)
         else:
             summary = run_scan(ctx, scan, inputs, set(ALL_PRODUCTS), params, span=(0, 85))
         plots, n_plots = plot_metrics_artifact(ctx, scan, inputs.get("plots"), params, span=(85, 99))
@@ -49,21 +51,18 @@ class ForestInventoryProcessor(CanopyProcess):
                        artifacts=artifacts)
 
     @staticmethod
-    def _fanned_out(ctx: JobContext, scan, opened, inputs: dict, fields: dict, params) -> dict:
+    def _fanned_out(ctx: JobContext, scan, opened, params) -> dict:
         """Buffered tiles as child jobs on any worker, then one merge: rasters mosaicked
-        into COGs, trees kept once (each belongs to the tile whose core holds its top)."""
+        into COGs, trees kept once (each belongs to the tile whose core holds its top);
+        the summary is the one a run in one process gives."""
         _, cores = plan_tiles(opened.bounds_m, params)
-        children = [{"scan": scan.id, "core": list(core), "index": i, "inventory": inputs, "params": fields}
+        children = [{"scan": scan.id, "core": list(core), "index": i, "params": params.to_dict()}
                     for i, core in enumerate(cores)]
         results = ctx.fan_out("inventory-tile", children)          # first call: queues them and waits
         ctx.progress(86, f"merging {len(results)} tiles")
-        summary = merge_tile_results([ctx.part(r["part"]) for r in results], ctx.workdir / "products",
-                                     inputs=[str(f) for f in scan.files], crs=scan.crs, params=params,
-                                     products=ALL_PRODUCTS)
-        summary.update(crs_wkt=opened.crs.wkt, crs_epsg=opened.crs.epsg, units_to_metre=opened.crs.xy_to_m,
-                       point_count=opened.point_count, tiles=len(cores),
-                       ground_share=summary["ground"] / summary["points"] if summary.get("points") else 0.0)
-        return summary
+        return merge_tile_results([ctx.part(r["part"]) for r in results], ctx.workdir / "products",
+                                  inputs=[str(f) for f in scan.files], crs=scan.crs, params=params,
+                                  products=ALL_PRODUCTS)
 
 
 def fanout_threshold() -> int:

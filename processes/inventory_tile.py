@@ -4,10 +4,11 @@ and merged by the parent (see forest_inventory.py)."""
 
 from __future__ import annotations
 
-from .base import CanopyProcess, JobContext, Outcome
-from .lidar.pipeline import ALL_PRODUCTS, process_tile, read_tile, save_tile_result
+from .base import CanopyProcess, JobContext, Outcome, ProcessInputError
+from .lidar import Params, process_tile, read_tile, save_tile_result
+from .lidar.errors import InvalidParameter
+from .lidar.pipeline import ALL_PRODUCTS
 from .lidar.read import open_scan
-from .lidar_job import params_from
 
 PROCESS_METADATA = {
     "version": "1.0.0", "id": "inventory-tile", "title": "Inventory tile (internal)",
@@ -23,7 +24,10 @@ class InventoryTileProcessor(CanopyProcess):
 
     def run(self, inputs: dict, ctx: JobContext) -> Outcome:
         scan = ctx.scan(inputs["scan"])
-        params = params_from(inputs["inventory"], **inputs["params"])
+        try:
+            params = Params.from_dict(inputs["params"])
+        except InvalidParameter as err:
+            raise ProcessInputError(str(err))
         core = tuple(inputs["core"])
         ctx.progress(5, f"reading tile {inputs['index'] + 1}")
         points = read_tile(open_scan([str(f) for f in scan.files], crs=scan.crs), core, params.buffer)

@@ -5,7 +5,6 @@ scan in buffered tiles, and turning its files into artifacts for the job system
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,8 @@ from shapely import wkt as shapely_wkt
 from shapely.ops import transform as shapely_transform
 
 from .base import JobContext, ProcessInputError, ScanInput, number_input, scan_input
-from .lidar import crowns as crownsmod
+from .lidar import Params, algorithms, polygon_metrics, run
 from .lidar.errors import InvalidParameter
-from .lidar.ground import csf
-from .lidar.pipeline import Params, polygon_metrics, run
-from .lidar.trees import lmf
 
 COMMON_INPUTS = {
     "scan": scan_input(),
@@ -30,45 +26,25 @@ COMMON_INPUTS = {
 GROUND_INPUTS = {
     "reuse_ground": {"title": "Reuse ground class", "description": "Use the file's class 2 when present",
                      "minOccurs": 0, "maxOccurs": 1, "schema": {"type": "boolean", "default": True}},
-    "cloth_resolution": number_input("CSF cloth resolution", "Cloth grid spacing (m)", 0.5, 0.1, 5),
-    "rigidness": {"title": "CSF rigidness", "description": "1 steep terrain ... 3 flat terrain", "minOccurs": 0,
-                  "maxOccurs": 1, "schema": {"type": "integer", "minimum": 1, "maximum": 3, "default": 1}},
-    "class_threshold": number_input("CSF class threshold", "Distance to the cloth for ground (m)", 0.25, 0.01, 2),
+    **{family: algorithms.input_description(family) for family in ("noise", "ground", "dtm")},
 }
-TREE_INPUTS = {
-    "hmin": number_input("Minimum tree height", "Local maxima lower than this are not trees (m)", 2, 0.5, 50),
-    "ws": number_input("Window size", "Fixed local-maximum window diameter (m); default (0): from height and canopy cover",
-                       0, 0, 30),
-}
-CROWN_INPUTS = {
-    "algorithm": {"title": "Crown segmentation", "description": "watershed or dalponte2016", "minOccurs": 0,
-                  "maxOccurs": 1, "schema": {"type": "string", "enum": ["watershed", "dalponte2016"],
-                                             "default": "watershed"}},
-}
+CANOPY_INPUTS = {"chm": algorithms.input_description("chm")}
+TREE_INPUTS = {"trees": algorithms.input_description("trees")}
+CROWN_INPUTS = {"crowns": algorithms.input_description("crowns")}
+ENGINE_INPUTS = ("tile_size", "buffer", *GROUND_INPUTS, *CANOPY_INPUTS, *TREE_INPUTS, *CROWN_INPUTS)
 
 
 def resolution_input(default: float, what: str) -> dict:
     return {"resolution": number_input("Resolution", f"Cell size of the {what} (m)", default, 0.1, 100)}
 
 
-def params_from(inputs: dict, **fields: Any) -> Params:
-    """The engine's parameters from a process's inputs (names as lidR/PDAL name them)."""
-    p = Params(tile_size=float(inputs.get("tile_size", 250)), buffer=float(inputs.get("buffer", 30)), **fields)
-    if "cloth_resolution" in inputs:
-        p = replace(p, reuse_ground=bool(inputs.get("reuse_ground", True)),
-                    ground=csf(cloth_resolution=float(inputs["cloth_resolution"]),
-                               rigidness=int(inputs.get("rigidness", 1)),
-                               class_threshold=float(inputs.get("class_threshold", 0.25))))
-    if "hmin" in inputs:
-        ws = float(inputs.get("ws") or 0)
-        p = replace(p, trees=lmf(hmin=float(inputs["hmin"])) if ws == 0 else lmf(ws=ws, hmin=float(inputs["hmin"])))
-    if inputs.get("algorithm") == "dalponte2016":
-        p = replace(p, crowns=crownsmod.dalponte2016())
+def engine_params(inputs: dict, **fields: Any) -> Params:
+    """The engine's parameters from a process's inputs (the algorithm inputs are the objects
+    of :mod:`.lidar.algorithms`, as JSON) and the process's own ``fields`` (cell sizes)."""
     try:
-        p.check()
+        return Params.from_dict({k: inputs[k] for k in ENGINE_INPUTS if k in inputs} | fields)
     except InvalidParameter as err:
         raise ProcessInputError(str(err))
-    return p
 
 
 def to_wgs84(crs: CRS):
@@ -189,7 +165,7 @@ class ProductProcess:
         from .base import Outcome
         scan = ctx.scan(inputs["scan"])
         fields = {self.resolution_field: float(inputs["resolution"])} if "resolution" in inputs else {}
-        params = params_from(inputs, **fields)
+        params = engine_params(inputs, **fields)
         summary = run_scan(ctx, scan, inputs, set(self.products), params)
         artifacts = raster_artifacts(scan, summary, self.rasters)
         if self.trees:

@@ -4,7 +4,7 @@ stored on the plot (`metrics`)."""
 from __future__ import annotations
 
 from .base import CanopyProcess, JobContext, Outcome
-from .lidar_job import (COMMON_INPUTS, GROUND_INPUTS, link_output, metadata, params_from, plot_metrics_artifact,
+from .lidar_job import (COMMON_INPUTS, GROUND_INPUTS, link_output, metadata, engine_params, plot_metrics_artifact,
                         plots_input)
 
 PROCESS_METADATA = metadata(
@@ -19,5 +19,5 @@ class PlotMetricsProcessor(CanopyProcess):
 
     def run(self, inputs: dict, ctx: JobContext) -> Outcome:
         scan = ctx.scan(inputs["scan"])
-        artifact, n = plot_metrics_artifact(ctx, scan, inputs.get("plots"), params_from(inputs), span=(0, 99))
+        artifact, n = plot_metrics_artifact(ctx, scan, inputs.get("plots"), engine_params(inputs), span=(0, 99))
         return Outcome(outputs={"summary": {"plots": n}}, artifacts=[artifact])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from .base import CanopyProcess
+from .lidar import Params
 from .lidar_job import (COMMON_INPUTS, GROUND_INPUTS, ProductProcess, link_output, metadata,
                         resolution_input)
 
 PROCESS_METADATA = metadata(
     "terrain-model", "Terrain model",
     "Digital terrain model: TIN of the ground points with k-NN IDW where the TIN has no triangle.",
-    {**COMMON_INPUTS, **GROUND_INPUTS, **resolution_input(1.0, "terrain model")},
+    {**COMMON_INPUTS, **GROUND_INPUTS, **resolution_input(Params.dtm_res, "terrain model")},
     {"dtm": link_output("Terrain model (COG)")})
 
 

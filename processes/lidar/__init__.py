@@ -18,7 +18,15 @@ Modules (one job each):
 - ``metrics``    lidR standard metrics, per plot and per grid cell
 - ``grid``       lattice-aligned grids and rasters
 - ``cog``        Cloud Optimized GeoTIFF writing and validation
-- ``pipeline``   buffered tiles, ``inventory``, ``polygon_metrics``, fan-out helpers
+- ``algorithms`` the algorithm contract: families, parameters, registry, schemas, CLI flags
+- ``params``     ``Params``: cell sizes, tiling and one algorithm per family
+- ``tiling``     buffered tiles on a global lattice, points spilled to them
+- ``tile``       every step on one buffered tile (``process_tile``), one height normalisation
+- ``assemble``   tile results merged into COGs, GeoJSON and the run's summary
+- ``parts``      a tile's result between workers (no pickle) and their merge (fan-out)
+- ``pipeline``   ``run`` / ``inventory``: the whole scan in one streaming pass
+- ``plots``      ``polygon_metrics``: metrics of field plots
+- ``point_writer`` ground-classified or normalised points written as LAS/LAZ
 - ``synthetic``  synthetic forests with known truth
 - ``cli``        ``python -m processes.lidar STEP INPUT... --out DIR``
 """
@@ -27,8 +35,13 @@ from .errors import (CorruptFile, EmptyResult, IncompatibleInputs, InvalidParame
                      NoGroundPoints, TruncatedFile, UnknownCRS)
 from .footprint import footprint
 from .ground import csf, ivf, sor
-from .pipeline import (Params, inventory, load_tile_result, merge_tile_results, plan_tiles, polygon_metrics,
-                       process_tile, read_tile, run, save_tile_result, write_points)
+from .params import Params
+from .parts import load_tile_result, merge_tile_results, save_tile_result
+from .pipeline import inventory, run
+from .plots import polygon_metrics
+from .point_writer import write_points
+from .tile import process_tile
+from .tiling import plan_tiles, read_tile
 from .surface import p2r, pitfree
 from .terrain import knnidw, tin
 from .trees import lmf

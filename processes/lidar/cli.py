@@ -2,7 +2,9 @@
 
 Steps: inspect, footprint, ground, normalize, dtm, chm, trees, crowns, metrics,
 plots, inventory.  Every step streams the scan in buffered tiles; a progress
-bar is drawn when stderr is a terminal.
+bar is drawn when stderr is a terminal.  Algorithms are chosen and tuned with
+``--FAMILY NAME`` and ``--FAMILY-PARAM VALUE`` (``--chm p2r --chm-subcircle 0.2``,
+``--trees-ws 4``), generated from the algorithm objects.
 """
 from __future__ import annotations
 
@@ -12,13 +14,13 @@ import os
 import sys
 from pathlib import Path
 
-from . import crowns as crownsmod
+from . import algorithms
 from .errors import LidarError
-from .ground import csf
-from .pipeline import Params, polygon_metrics, run, write_points
+from .params import Params
+from .pipeline import run
+from .plots import polygon_metrics
+from .point_writer import write_points
 from .progress import terminal_bar
-from .surface import p2r, pitfree
-from .trees import lmf
 
 STEPS = {
     "dtm": {"dtm"},
@@ -31,16 +33,9 @@ STEPS = {
 
 
 def _params(a: argparse.Namespace) -> Params:
-    ws = a.ws if a.ws is not None else Params().trees.ws
-    return Params(
-        dtm_res=a.dtm_resolution, chm_res=a.resolution, metrics_res=a.metrics_resolution,
-        tile_size=a.tile_size, buffer=a.buffer, reuse_ground=not a.reclassify,
-        ground=csf(cloth_resolution=a.cloth_resolution, rigidness=a.rigidness, class_threshold=a.class_threshold),
-        chm=p2r(subcircle=a.subcircle) if a.chm == "p2r" else pitfree(subcircle=a.subcircle,
-                                                                      max_edge=(a.max_edge[0], a.max_edge[1])),
-        trees=lmf(ws=ws, hmin=a.hmin),
-        crowns=crownsmod.dalponte2016() if a.crowns == "dalponte2016" else crownsmod.watershed(),
-    )
+    return Params(dtm_res=a.dtm_resolution, chm_res=a.resolution, metrics_res=a.metrics_resolution,
+                  tile_size=a.tile_size, buffer=a.buffer, reuse_ground=not a.reclassify,
+                  **{family: algorithms.from_flags(a, family) for family in algorithms.FAMILIES})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,24 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, help="LAS/LAZ/COPC files (tiles) of one scan")
     p.add_argument("--out", type=Path, help="output directory")
     p.add_argument("--crs", help="CRS override, e.g. EPSG:3005")
-    p.add_argument("--resolution", type=float, default=0.5, help="CHM cell size (m)")
-    p.add_argument("--dtm-resolution", type=float, default=1.0)
-    p.add_argument("--metrics-resolution", type=float, default=20.0)
-    p.add_argument("--tile-size", type=float, default=250.0)
-    p.add_argument("--buffer", type=float, default=30.0)
-    p.add_argument("--reclassify", action="store_true", help="ignore the file's ground class, run CSF")
-    p.add_argument("--cloth-resolution", type=float, default=0.5)
-    p.add_argument("--rigidness", type=int, default=1)
-    p.add_argument("--class-threshold", type=float, default=0.25)
-    p.add_argument("--chm", choices=["pitfree", "p2r"], default="pitfree")
-    p.add_argument("--subcircle", type=float, default=0.0)
-    p.add_argument("--max-edge", type=float, nargs=2, default=pitfree().max_edge)
-    p.add_argument("--ws", type=float, default=None, help="fixed LMF window (m); default: crown_window (height and canopy cover)")
-    p.add_argument("--hmin", type=float, default=2.0)
-    p.add_argument("--crowns", choices=["watershed", "dalponte2016"], default="watershed")
+    p.add_argument("--resolution", type=float, default=Params.chm_res, help="CHM cell size (m)")
+    p.add_argument("--dtm-resolution", type=float, default=Params.dtm_res)
+    p.add_argument("--metrics-resolution", type=float, default=Params.metrics_res)
+    p.add_argument("--tile-size", type=float, default=Params.tile_size)
+    p.add_argument("--buffer", type=float, default=Params.buffer)
+    p.add_argument("--reclassify", action="store_true", help="ignore the file's ground class, run the ground filter")
     p.add_argument("--polygons", type=Path, help="GeoJSON of plots (native CRS) for the 'plots' step")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes working on tiles at once")
     p.add_argument("--quiet", action="store_true")
+    for family in algorithms.FAMILIES:  # --FAMILY NAME --FAMILY-PARAM VALUE, from the algorithm objects
+        algorithms.add_flags(p, family)
     return p
 
 

@@ -7,25 +7,31 @@ implements it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import shapely
 from rasterio import features
 
-from .errors import InvalidParameter
+from .algorithms import Parameters, algorithm, param
 from .grid import Raster
 
 
-@dataclass(frozen=True)
-class watershed:
-    """Marker-controlled watershed; cells below ``th_tree`` are not crown."""
-
-    th_tree: float = 2.0
+TH_TREE = "Cells lower than this are not crown (m)"
 
 
-@dataclass(frozen=True)
-class dalponte2016:
+@algorithm("crowns", default=True)
+class watershed(Parameters):
+    """Marker-controlled watershed of the inverted CHM (scikit-image)."""
+
+    th_tree: float = param(2.0, TH_TREE, minimum=0, maximum=100)
+
+    def segment(self, z: np.ndarray, markers: np.ndarray, res: float) -> np.ndarray:
+        from skimage.segmentation import watershed as sk_watershed
+
+        return sk_watershed(-z, markers, mask=(z >= self.th_tree) | (markers > 0)).astype(np.int32)
+
+
+@algorithm("crowns")
+class dalponte2016(Parameters):
     """Region growing (Dalponte & Coomes 2016).
 
     A cell joins a neighbouring crown when its height exceeds ``th_seed`` times
@@ -33,10 +39,14 @@ class dalponte2016:
     above ``th_tree``, and lies within ``max_cr`` metres of the top.
     """
 
-    th_tree: float = 2.0
-    th_seed: float = 0.45
-    th_cr: float = 0.55
-    max_cr: float = 10.0
+    th_tree: float = param(2.0, TH_TREE, minimum=0, maximum=100)
+    th_seed: float = param(0.45, "Share of the crown's top a cell must exceed", minimum=0, maximum=1)
+    th_cr: float = param(0.55, "Share of the crown's mean height a cell must exceed", minimum=0, maximum=1)
+    max_cr: float = param(10.0, "Farthest a crown reaches from its top (m)", exclusive_minimum=True, minimum=0,
+                          maximum=100)
+
+    def segment(self, z: np.ndarray, markers: np.ndarray, res: float) -> np.ndarray:
+        return _dalponte(z, markers, res, self)
 
 
 def _markers(grid, trees, shape):
@@ -50,15 +60,7 @@ def _markers(grid, trees, shape):
 def segment_crowns(chm: Raster, trees: dict[str, np.ndarray], algorithm=watershed()) -> np.ndarray:
     """Label raster: cell value = 1 + index of the tree whose crown holds it (0: none)."""
     z = np.nan_to_num(chm.data.astype(np.float64), nan=0.0)
-    markers = _markers(chm.grid, trees, z.shape)
-    if isinstance(algorithm, watershed):
-        from skimage.segmentation import watershed as sk_watershed
-
-        mask = z >= algorithm.th_tree
-        return sk_watershed(-z, markers, mask=mask | (markers > 0)).astype(np.int32)
-    if isinstance(algorithm, dalponte2016):
-        return _dalponte(z, markers, chm.grid.res, algorithm)
-    raise InvalidParameter(f"unknown crown algorithm {algorithm!r}")
+    return algorithm.segment(z, _markers(chm.grid, trees, z.shape), chm.grid.res)
 
 
 def _dalponte(z: np.ndarray, markers: np.ndarray, res: float, a: dalponte2016) -> np.ndarray:

@@ -43,3 +43,7 @@ class EmptyResult(LidarError):
 
 class InvalidParameter(LidarError, ValueError):
     """A step parameter is out of its domain (negative resolution, ...)."""
+
+
+class InvalidPart(LidarError):
+    """A tile part handed between workers is not one this library wrote (or holds Python objects)."""

@@ -12,46 +12,35 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .errors import InvalidParameter, NoGroundPoints
+from .algorithms import Parameters, algorithm, param
+from .errors import NoGroundPoints
 from .points import GROUND, HIGH_NOISE, LOW_NOISE, Points
 
 
-@dataclass(frozen=True)
-class csf:
-    """Cloth Simulation Filter parameters (names as in lidR/PDAL ``filters.csf``).
+@algorithm("ground", default=True)
+class csf(Parameters):
+    """Cloth Simulation Filter (Zhang et al. 2016; names as in lidR/PDAL ``filters.csf``).
 
-    Parameters
-    ----------
-    cloth_resolution : float
-        Cloth grid spacing in metres.
-    rigidness : int
-        1 (steep terrain) to 3 (flat terrain).
-    class_threshold : float
-        Points closer than this to the settled cloth are ground (metres).
-    iterations : int
-        Maximum cloth simulation steps.
-    time_step : float
-    sloop_smooth : bool
-        Post-process the cloth on steep slopes (CSF's ``bSloopSmooth``).
-    detrend : bool
-        Remove the large-scale relief (a coarse lower envelope) before draping
-        the cloth and restore it afterwards, so the cloth works on a nearly
-        flat surface even on steep slopes.
+    ``detrend`` removes the large-scale relief (a coarse lower envelope) before
+    draping the cloth and restores it afterwards, so the cloth works on a nearly
+    flat surface even on steep slopes.
     """
 
-    cloth_resolution: float = 0.5
-    rigidness: int = 1
-    class_threshold: float = 0.25
-    iterations: int = 500
-    time_step: float = 0.65
-    sloop_smooth: bool = True
-    detrend: bool = True
+    cloth_resolution: float = param(0.5, "Cloth grid spacing (m)", minimum=0.05, maximum=10)
+    rigidness: int = param(1, "1 steep terrain ... 3 flat terrain", "integer", minimum=1, maximum=3)
+    class_threshold: float = param(0.25, "Points closer than this to the settled cloth are ground (m)",
+                                   minimum=0.0, maximum=5)
+    iterations: int = param(500, "Maximum cloth simulation steps", "integer", minimum=1, maximum=5000)
+    time_step: float = param(0.65, "Cloth simulation time step", exclusive_minimum=True, minimum=0, maximum=2)
+    sloop_smooth: bool = param(True, "Post-process the cloth on steep slopes (CSF's bSloopSmooth)", "boolean")
+    detrend: bool = param(True, "Remove the large-scale relief before draping the cloth", "boolean")
+
+    def mask(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return csf_ground_mask(x, y, z, self)
 
 
 def _lower_envelope(x, y, z, cell: float = 8.0) -> np.ndarray:
@@ -90,8 +79,6 @@ def csf_ground_mask(x: np.ndarray, y: np.ndarray, z: np.ndarray, algorithm: csf 
     """Boolean ground mask of points by the Cloth Simulation Filter."""
     import CSF
 
-    if algorithm.cloth_resolution <= 0:
-        raise InvalidParameter("cloth_resolution must be positive")
     if len(x) < 3:
         return np.zeros(len(x), bool)
     zz = z - _lower_envelope(x, y, z) if algorithm.detrend else z - z.min()
@@ -159,7 +146,7 @@ def classify_ground(points: Points, algorithm: csf | None = None, *, reuse: bool
     cls[cls == GROUND] = 1
     candidates = ~np.isin(cls, (LOW_NOISE, HIGH_NOISE))
     idx = np.flatnonzero(candidates)
-    mask = csf_ground_mask(points.x[idx], points.y[idx], points.z[idx], algorithm)
+    mask = algorithm.mask(points.x[idx], points.y[idx], points.z[idx])
     cls[idx[mask]] = GROUND
     if not mask.any():
         raise NoGroundPoints("the cloth simulation filter found no ground point")
@@ -169,25 +156,33 @@ def classify_ground(points: Points, algorithm: csf | None = None, *, reuse: bool
 # --- noise ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class sor:
+@algorithm("noise")
+class sor(Parameters):
     """Statistical outlier removal (PDAL ``filters.outlier`` method=statistical).
 
     A point is noise when its mean distance to its ``k`` nearest neighbours
     exceeds the global mean of that distance by ``m`` standard deviations.
     """
 
-    k: int = 10
-    m: float = 3.0
+    k: int = param(10, "Neighbours", "integer", minimum=1, maximum=100)
+    m: float = param(3.0, "Standard deviations above the mean distance", exclusive_minimum=True, minimum=0,
+                     maximum=20)
+
+    def mask(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return sor_mask(x, y, z, self)
 
 
-@dataclass(frozen=True)
-class ivf:
+@algorithm("noise", default=True)
+class ivf(Parameters):
     """Isolated voxel filter (lidR ``ivf``): noise when the 27 voxels around a
     point hold at most ``n`` points.  Much cheaper than ``sor``."""
 
-    res: float = 3.0
-    n: int = 6
+    res: float = param(3.0, "Voxel size (m)", exclusive_minimum=True, minimum=0, maximum=50)
+    n: int = param(6, "A point with fewer neighbours in its 27 voxels is noise", "integer", minimum=0,
+                   maximum=1000)
+
+    def mask(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return ivf_mask(x, y, z, self)
 
 
 def sor_mask(x, y, z, algorithm: sor = sor()) -> np.ndarray:
@@ -226,13 +221,7 @@ def ivf_mask(x, y, z, algorithm: ivf = ivf()) -> np.ndarray:
 
 def classify_noise(points: Points, algorithm: sor | ivf | None = None) -> Points:
     """Points with class 7 on outliers found by ``algorithm`` (class 7/18 kept)."""
-    algorithm = algorithm or ivf()
-    if isinstance(algorithm, sor):
-        m = sor_mask(points.x, points.y, points.z, algorithm)
-    elif isinstance(algorithm, ivf):
-        m = ivf_mask(points.x, points.y, points.z, algorithm)
-    else:
-        raise InvalidParameter(f"unknown noise algorithm {algorithm!r}")
+    m = (algorithm or ivf()).mask(points.x, points.y, points.z)
     cls = points.classification.copy()
     cls[m & (cls != GROUND)] = LOW_NOISE
     return points.replace(classification=cls)

@@ -17,58 +17,82 @@ vertices (:func:`_stack_layers`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .errors import InvalidParameter
+from .algorithms import Parameters, algorithm, param
 from .grid import Grid, Raster
 from .jit import kernel
 from .points import Points
 from .tin import TIN, refill, triangulate
 
 
-@dataclass(frozen=True)
-class p2r:
+@algorithm("chm")
+class p2r(Parameters):
     """Point-to-raster: highest (sub-circled) point per cell."""
 
-    subcircle: float = 0.0
+    subcircle: float = param(0.0, "Radius of the 8-point circle replacing each point (m)", minimum=0, maximum=5)
+
+    def rasterize(self, points: Points, grid: Grid) -> np.ndarray:
+        x, y, z = _subcircle(points.x, points.y, points.z, self.subcircle)
+        return max_per_cell(x, y, z, grid)
 
 
-@dataclass(frozen=True)
-class pitfree:
+@algorithm("chm", default=True)
+class pitfree(Parameters):
     """Pit-free CHM (Khosravipour et al. 2014), lidR parameter names.
 
-    thresholds : height layers (metres) triangulated separately.
-    max_edge : (for the 0 layer, for the other layers): triangles with a longer
-        edge are removed; 0 means no limit.  lidR's default for the 0 layer is
-        0; 3 m is used here so holes in the data stay holes and the long
-        triangles along a scan's outer edge (which depend on far-away points)
-        do not make a tile differ from the whole scan.  1.5 m for the other
-        layers (lidR's example uses 1.5): on both truth families 1.0 m left
-        holes that fall back to a lower layer at 8 points/m² (CHM RMSE 5.0-5.2 m
-        on the independent 8 pts/m² stands against 2.4-2.8 m with 1.5 m), and
-        2.0 m bridged real gaps at 20 points/m² (see bench/accuracy.py).
-    subcircle : radius of the 8-point circle replacing each first return.  0:
-        the cliff fill below restores crown edges without raising every crown
-        flank by ``subcircle`` x its slope as subcircle does.
-    fill : radius, in point spacings, within which a first return lifts a cell
-        that lies more than ``fill_drop`` metres below it (0 disables).  The
-        spacing is measured from the first returns of each 20 m lattice cell
-        (:func:`point_spacing`), so a tile and the whole scan agree and one
-        default serves 8 and 20 points/m².  1.5 spacings and 4 m: the best of
-        the values measured on both truth families (mean CHM RMSE over ten
-        forests 1.07 m against 2.30 m without it; 1.0 spacing or 2 m drops lift
-        too few crown edges, see the closing note of issue 13).
+    ``max_edge`` (for the 0 layer, for the other layers): lidR's default for the 0
+    layer is 0; 3 m is used here so holes in the data stay holes and the long
+    triangles along a scan's outer edge (which depend on far-away points) do not
+    make a tile differ from the whole scan.  1.5 m for the other layers (lidR's
+    example uses 1.5): on both truth families 1.0 m left holes that fall back to a
+    lower layer at 8 points/m² (CHM RMSE 5.0-5.2 m on the independent 8 pts/m²
+    stands against 2.4-2.8 m with 1.5 m), and 2.0 m bridged real gaps at 20
+    points/m² (see bench/accuracy.py).
+
+    ``subcircle`` 0: the cliff fill restores crown edges without raising every
+    crown flank by ``subcircle`` x its slope as subcircle does.
+
+    ``fill``: the spacing is measured from the first returns of each 20 m lattice
+    cell (:func:`point_spacing`), so a tile and the whole scan agree and one default
+    serves 8 and 20 points/m².  1.5 spacings and 4 m: the best of the values
+    measured on both truth families (mean CHM RMSE over ten forests 1.07 m against
+    2.30 m without it; 1.0 spacing or 2 m drops lift too few crown edges, see the
+    closing note of issue 13).
     """
 
-    thresholds: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
-    max_edge: tuple[float, float] = (3.0, 1.5)
-    subcircle: float = 0.0
-    fill: float = 1.5
-    fill_drop: float = 4.0
-    max_radius: float = 10.0
-    vertex_res: float | None = 0.25  # spacing of the TIN vertices (highest return per vertex cell); None: the raster's
+    thresholds: tuple[float, ...] = param((0.0, 2.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0),
+                                          "Height layers triangulated separately (m)", "numbers", minimum=0,
+                                          maximum=200)
+    max_edge: tuple[float, float] = param((3.0, 1.5), "Longest triangle edge kept (m) for the 0 layer and for "
+                                          "the others; 0: no limit", "numbers", length=2, minimum=0, maximum=100)
+    subcircle: float = param(0.0, "Radius of the 8-point circle replacing each first return (m)", minimum=0,
+                             maximum=5)
+    fill: float = param(1.5, "Radius, in point spacings, within which a first return lifts a cell lying more "
+                        "than fill_drop below it (0: off)", minimum=0, maximum=10)
+    fill_drop: float = param(4.0, "Drop (m) below a nearby first return that marks a cell as a cliff gap",
+                             minimum=0, maximum=100)
+    max_radius: float = param(10.0, "Triangles with a wider circumcircle are dropped (m)", minimum=0,
+                              maximum=1000)
+    vertex_res: float | None = param(0.25, "Spacing of the TIN vertices, the highest return per vertex cell "
+                                     "(m; null: the raster's)", exclusive_minimum=True, minimum=0, maximum=10,
+                                     nullable=True)
+
+    def rasterize(self, points: Points, grid: Grid) -> np.ndarray:
+        first = points.first
+        x, y, z = _subcircle(points.x[first], points.y[first], points.z[first], self.subcircle)
+        # the TIN vertices: highest first return per cell, on a grid one cell larger
+        # than the target so triangles reach its border
+        vr = min(self.vertex_res or grid.res, grid.res)
+        k = max(int(round(grid.res / vr)), 1)
+        big = Grid(grid.x0 - grid.res, grid.y0 + grid.res, grid.res / k, (grid.nrow + 2) * k, (grid.ncol + 2) * k)
+        top = highest_per_cell(x, y, z, big)
+        x, y, z = x[top], y[top], z[top]
+        out = _stack_layers(x, y, z, grid, self)
+        if self.fill > 0:
+            radius = self.fill * point_spacing(points.x[first], points.y[first], grid)
+            out = fill_cliffs(out, x, y, z, grid, radius, self.fill_drop)
+        return out
 
 
 def _subcircle(x, y, z, r):
@@ -128,25 +152,7 @@ def rasterize_canopy(points: Points, res: float = 0.5, algorithm: p2r | pitfree 
     """
     if grid is None:
         grid = Grid.covering((points.x.min(), points.y.min(), points.x.max(), points.y.max()), res)
-    if isinstance(algorithm, p2r):
-        x, y, z = _subcircle(points.x, points.y, points.z, algorithm.subcircle)
-        return Raster(max_per_cell(x, y, z, grid).astype(np.float32), grid, "chm")
-    if not isinstance(algorithm, pitfree):
-        raise InvalidParameter(f"unknown canopy algorithm {algorithm!r}")
-    first = points.first
-    x, y, z = _subcircle(points.x[first], points.y[first], points.z[first], algorithm.subcircle)
-    # the TIN vertices: highest first return per cell, on a grid one cell larger
-    # than the target so triangles reach its border
-    vr = min(algorithm.vertex_res or grid.res, grid.res)
-    k = max(int(round(grid.res / vr)), 1)
-    big = Grid(grid.x0 - grid.res, grid.y0 + grid.res, grid.res / k, (grid.nrow + 2) * k, (grid.ncol + 2) * k)
-    top = highest_per_cell(x, y, z, big)
-    x, y, z = x[top], y[top], z[top]
-    out = _stack_layers(x, y, z, grid, algorithm)
-    if algorithm.fill > 0:
-        radius = algorithm.fill * point_spacing(points.x[first], points.y[first], grid)
-        out = fill_cliffs(out, x, y, z, grid, radius, algorithm.fill_drop)
-    return Raster(out.astype(np.float32), grid, "chm")
+    return Raster(algorithm.rasterize(points, grid).astype(np.float32), grid, "chm")
 
 
 SPACING_CELL = 20.0  # metres: the lattice cells over which the point spacing is measured

@@ -8,41 +8,63 @@ position, not a raster, so heights carry no resampling error.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .algorithms import Parameters, algorithm, param
 from .errors import NoGroundPoints
 from .grid import Grid, Raster
 from .points import GROUND, Points
 from .tin import TIN
 
 
-@dataclass(frozen=True)
-class knnidw:
+@algorithm("dtm")
+class knnidw(Parameters):
     """k-nearest-neighbour inverse distance weighting (lidR ``knnidw``)."""
 
-    k: int = 10
-    p: float = 2.0
-    rmax: float = 50.0
+    k: int = param(10, "Ground points averaged", "integer", minimum=1, maximum=100)
+    p: float = param(2.0, "Power of the inverse distance", minimum=0, maximum=10)
+    rmax: float = param(50.0, "Ground points farther than this are not used (m)", exclusive_minimum=True,
+                        minimum=0, maximum=1000)
+
+    triangulated = False
+
+    @property
+    def idw(self) -> "knnidw":
+        return self
+
+    def within(self, buffer: float) -> "knnidw":
+        """This algorithm with its reach limited to a tile's ``buffer``, so that every cell of a
+        core sees the same ground points in its tile as in the whole scan."""
+        return replace(self, rmax=min(self.rmax, buffer)) if buffer > 0 else self
 
 
-@dataclass(frozen=True)
-class tin:
-    """Delaunay TIN with ``knnidw`` fallback where it has no (kept) triangle.
+@algorithm("dtm", default=True)
+class tin(Parameters):
+    """Delaunay TIN of the ground points with ``knnidw`` where it has no (kept) triangle.
 
-    max_edge : triangles with a longer edge are dropped (lidR ``tin(max_edge=)``; 0: keep all).
-    max_radius : triangles whose circumcircle is wider than this are dropped.
-        A Delaunay triangle depends on every point inside its circumcircle, so
-        a tile with a buffer of at least this radius builds exactly the
-        triangles the whole scan would; the long slivers along a scan's outer
-        edge (which depend on far-away points) fall back to IDW instead.
+    ``max_radius``: a Delaunay triangle depends on every point inside its
+    circumcircle, so a tile with a buffer of at least this radius builds exactly the
+    triangles the whole scan would; the long slivers along a scan's outer edge
+    (which depend on far-away points) fall back to IDW instead.
     """
 
-    fallback: knnidw = knnidw()
-    max_edge: float = 0.0
-    max_radius: float = 15.0
+    fallback: knnidw = param(knnidw(), "IDW used where the TIN has no triangle", "object")
+    max_edge: float = param(0.0, "Triangles with a longer edge are dropped (m; 0: keep all)", minimum=0,
+                            maximum=1000)
+    max_radius: float = param(15.0, "Triangles with a wider circumcircle are dropped (m; 0: keep all)",
+                              minimum=0, maximum=1000)
+
+    triangulated = True
+
+    @property
+    def idw(self) -> knnidw:
+        return self.fallback
+
+    def within(self, buffer: float) -> "tin":
+        return replace(self, fallback=self.fallback.within(buffer)) if buffer > 0 else self
 
 
 def _lowest_unique_xy(x, y, z):
@@ -68,7 +90,7 @@ class GroundModel:
         self.x, self.y, self.z = x, y, z
         self.ox, self.oy = float(x.min()), float(y.min())
         self._kd: cKDTree | None = None
-        self.tin = TIN(x, y, z) if isinstance(algorithm, tin) and len(x) >= 3 else None
+        self.tin = TIN(x, y, z) if algorithm.triangulated and len(x) >= 3 else None
         self.invalid = None
         if self.tin is not None and len(self.tin):
             bad = self.tin.invalid(algorithm.max_edge, algorithm.max_radius or 0.0)
@@ -80,7 +102,7 @@ class GroundModel:
         return cls(points.x[g], points.y[g], points.z[g], algorithm)
 
     def _idw(self, qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
-        a = self.algorithm.fallback if isinstance(self.algorithm, tin) else self.algorithm
+        a = self.algorithm.idw
         if self._kd is None:
             self._kd = cKDTree(np.column_stack((self.x - self.ox, self.y - self.oy)))
         k = min(a.k, len(self.x))
@@ -149,9 +171,16 @@ def rasterize_terrain(points: Points, res: float = 1.0, algorithm: tin | knnidw 
     return Raster(model.on_grid(grid).astype(np.float32), grid, "dtm")
 
 
-def normalize_height(points: Points, model: GroundModel | None = None, algorithm: tin | knnidw = tin()) -> Points:
-    """Points with ``z`` replaced by height above the ground model at their own position."""
+def normalize_height(points: Points, model: GroundModel | None = None, algorithm: tin | knnidw = tin(), *,
+                     zmin: float = -np.inf, hmax: float = np.inf) -> Points:
+    """Points with ``z`` replaced by their height above the ground model at their own position,
+    without those the model does not reach (no ground point within ``rmax``) or whose height
+    lies outside [``zmin``, ``hmax``] (multipath below the terrain, birds and clouds above).
+
+    Heights are rounded to the micrometre: the TIN's last-bit noise depends on the origin
+    of the tile it was built in, and would otherwise break ties between equal heights
+    differently in a tile and in the whole scan.
+    """
     model = model or GroundModel.from_points(points, algorithm)
-    h = np.round(points.z - model(points.x, points.y), 6)  # see pipeline.process_tile
-    h = np.where(np.isnan(h), 0.0, h)
-    return points.replace(z=h)
+    h = np.round(points.z - model(points.x, points.y), 6)
+    return points.replace(z=h).subset(np.isfinite(h) & (h >= zmin) & (h <= hmax))

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .algorithms import Parameters, algorithm, param
 from .errors import InvalidParameter
 from .grid import Grid, Raster
 from .points import Points
@@ -24,7 +25,7 @@ COVER_CELL = 20.0  # metres: the lattice cells over which canopy cover is measur
 
 
 @dataclass(frozen=True)
-class crown_window:
+class crown_window(Parameters):
     """Window diameter from the tree's height and the canopy cover around it:
     ``ws = a + b h + k (1 - cover) h``, clipped to [``wmin``, ``wmax``] metres.
 
@@ -42,17 +43,14 @@ class crown_window:
     within 0.01 of its best F1; 0.2 sits in the middle of that plateau.
     """
 
-    a: float = 1.5
-    b: float = 0.05
-    k: float = 0.2
-    wmin: float = 2.0
-    wmax: float = 12.0
+    a: float = param(1.5, "Window at height 0 (m)", minimum=0, maximum=30)
+    b: float = param(0.05, "Window growth per metre of height under closed canopy", minimum=0, maximum=1)
+    k: float = param(0.2, "Extra growth per metre of height times the open share", minimum=0, maximum=1)
+    wmin: float = param(2.0, "Narrowest window (m)", minimum=0, maximum=30)
+    wmax: float = param(12.0, "Widest window (m)", minimum=0, maximum=30)
 
     def __post_init__(self):
-        for name in ("a", "b", "k", "wmin", "wmax"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
-                raise InvalidParameter(f"crown_window.{name} must be a number >= 0, got {v!r}")
+        super().__post_init__()
         if self.wmax < self.wmin:
             raise InvalidParameter("crown_window.wmax must be at least wmin")
 
@@ -82,39 +80,28 @@ def canopy_cover(chm: Raster, cell: float = COVER_CELL, above: float = 2.0) -> n
     return _lattice_share(cx.ravel(), cy.ravel(), high.ravel(), cell).reshape(chm.grid.shape)
 
 
-@dataclass(frozen=True)
-class lmf:
-    """Local maximum filter.
+@algorithm("trees", default=True)
+class lmf(Parameters):
+    """Local maximum filter: a cell is a top when it is the highest within its window.
 
-    ws : float, callable(height) -> diameter, or :class:`crown_window` (metres).
-    hmin : minimum tree height, metres.
-    shape : "circular" or "square".
-    smooth : sigma (metres) of a Gaussian applied to the CHM before the
-        search; the top's height is read from the unsmoothed CHM.
-    prominence : a top must rise at least this much (metres) above the
-        highest saddle linking it to a higher top (an h-maxima filter).  Lobes
-        of one broadleaf crown are separated by shallow saddles, neighbouring
-        trees by deep ones, so this removes false maxima that a window small
-        enough for dense stands lets through.  0 disables it.
+    ``smooth``: the top's height is read from the unsmoothed CHM.  ``prominence``:
+    an h-maxima filter; lobes of one broadleaf crown are separated by shallow
+    saddles, neighbouring trees by deep ones, so it removes false maxima that a
+    window small enough for dense stands lets through.
     """
 
-    ws: float | Callable[[np.ndarray], np.ndarray] | crown_window = crown_window()
-    hmin: float = 2.0
-    shape: str = "circular"
-    smooth: float = 0.0
-    prominence: float = 0.0
+    ws: float | Callable[[np.ndarray], np.ndarray] | crown_window = param(
+        crown_window(), "Window diameter (m): a number, or a crown_window (from height and canopy cover)",
+        exclusive_minimum=True, minimum=0, maximum=50, alternatives=(crown_window,), python_only=True)
+    hmin: float = param(2.0, "Local maxima lower than this are not trees (m)", minimum=0, maximum=100)
+    shape: str = param("circular", "Window shape", "choice", choices=("circular", "square"))
+    smooth: float = param(0.0, "Sigma of a Gaussian smoothing of the CHM before the search (m)", minimum=0,
+                          maximum=10)
+    prominence: float = param(0.0, "A top must rise this much above its saddle to a higher top (m; 0: off)",
+                              minimum=0, maximum=50)
 
-    def __post_init__(self):
-        if self.shape not in ("circular", "square"):
-            raise InvalidParameter(f"lmf.shape must be 'circular' or 'square', got {self.shape!r}")
-        for name in ("hmin", "smooth", "prominence"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
-                raise InvalidParameter(f"lmf.{name} must be a number >= 0, got {v!r}")
-        w = self.ws
-        if not (isinstance(w, crown_window) or callable(w)
-                or (isinstance(w, (int, float)) and np.isfinite(w) and w > 0)):
-            raise InvalidParameter(f"lmf.ws must be a positive number, a function of height or a crown_window, got {w!r}")
+    def locate(self, chm: Raster | Points) -> dict[str, np.ndarray]:
+        return _lmf_points(chm, self) if isinstance(chm, Points) else _lmf_raster(chm, self)
 
 
 def _footprint(diam_cells: int, shape: str) -> np.ndarray:
@@ -134,11 +121,7 @@ def locate_trees(chm: Raster | Points, algorithm: lmf = lmf()) -> dict[str, np.n
         A canopy height model or height-normalised points.
     algorithm : lmf
     """
-    if not isinstance(algorithm, lmf):
-        raise InvalidParameter(f"unknown tree detection algorithm {algorithm!r}")
-    if isinstance(chm, Points):
-        return _lmf_points(chm, algorithm)
-    return _lmf_raster(chm, algorithm)
+    return algorithm.locate(chm)
 
 
 def _ws_cells(ws, h, res, cover=None):
@@ -206,6 +189,87 @@ def _lmf_points(p: Points, a: lmf) -> dict[str, np.ndarray]:
     return {"x": x[top], "y": y[top], "height": z[top]}
 
 
+def _pairs(kd: cKDTree, qx: np.ndarray, qy: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """(query, point) index pairs of the points within ``radius`` of each query, flattened."""
+    nb = kd.query_ball_point(np.column_stack((qx, qy)), radius, workers=-1)
+    lens = np.fromiter(map(len, nb), np.int64, len(nb))
+    j = np.fromiter(itertools.chain.from_iterable(nb), np.int64, int(lens.sum()))
+    return np.repeat(np.arange(len(nb)), lens), j
+
+
+def _last_per_group(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Index of the element with the largest ``key`` in each group present (sorted by group)."""
+    order = np.lexsort((key, group))
+    g = group[order]
+    last = np.ones(len(g), bool)
+    last[:-1] = g[1:] != g[:-1]
+    return order[last]
+
+
+def tree_heights(points: Points, tops: dict[str, np.ndarray], grid: Grid, radius: float = 0.75,
+                 envelope: float = 1.5, rings: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Height and apex height of each top.
+
+    ``height``: the highest normalised return within ``radius`` of the top (lidR's and most
+    tools' definition; a CHM cell holds an interpolated or binned value, the highest return
+    near the apex is closer to the tree).  Tops with no return nearby keep their CHM height.
+
+    ``apex``: the highest return raised by the crown's slope times the expected distance
+    between the apex and the return nearest to it.  No pulse hits a conifer's apex exactly;
+    the nearest one lands about half a point spacing away (``spacing / 2``, the spacing of
+    the first returns on the crowns, measured on ``grid``'s lattice by
+    :func:`~.surface.point_spacing`), where a cone is ``slope x spacing / 2`` lower.  The
+    slope is fitted (least squares) to the crown's upper envelope: the highest first return
+    in each of ``rings`` rings out to ``envelope`` metres from the highest return.  On both
+    truth families this takes the height bias from -0.56 ... -1.01 m to -0.54 ... +0.29 m
+    (bench/accuracy.py, ``apex`` columns).  The apex is never below ``height``.  Written
+    here: no library fits crown tops.
+    """
+    from .surface import point_spacing
+
+    h = np.asarray(tops["height"], float).copy()
+    if not len(h) or not len(points):
+        return h, h.copy()
+    ox, oy = float(points.x.min()), float(points.y.min())
+    tx, ty = np.asarray(tops["x"], float) - ox, np.asarray(tops["y"], float) - oy
+    sel = np.flatnonzero(points.z >= max(np.min(h) - 3.0, 0.0))
+    sel = sel[_near_tops(points.x[sel] - ox, points.y[sel] - oy, tx, ty, envelope + radius)] if len(sel) else sel
+    if not len(sel):
+        return h, h.copy()
+    px, py, pz = points.x[sel] - ox, points.y[sel] - oy, points.z[sel]
+    top_i, j = _pairs(cKDTree(np.column_stack((px, py))), tx, ty, radius)
+    if not len(j):
+        return h, h.copy()
+    best = _last_per_group(top_i, pz[j])  # the highest return of each top that has one
+    found, hp = top_i[best], j[best]
+    h[found] = pz[hp]
+    apex = h.copy()
+    # the upper envelope of the crown around each highest return, from its first returns
+    first = np.flatnonzero(points.first[sel] & (pz > 1.0))
+    if not len(first):
+        return h, apex
+    top_e, je = _pairs(cKDTree(np.column_stack((px[first], py[first]))), px[hp], py[hp], envelope)
+    je = first[je]
+    d = np.hypot(px[je] - px[hp][top_e], py[je] - py[hp][top_e])
+    ring = np.digitize(d, np.linspace(0.0, envelope, rings + 1)[1:-1])
+    ok = d > 0
+    top_e, je, d, ring = top_e[ok], je[ok], d[ok], ring[ok]
+    env = _last_per_group(top_e * rings + ring, pz[je])  # the highest first return of each ring
+    ge, de, ze = top_e[env], d[env], pz[je[env]]
+    n = np.bincount(ge, minlength=len(found)).astype(float)
+    sd, sz = np.bincount(ge, de, len(found)), np.bincount(ge, ze, len(found))
+    sdd, sdz = np.bincount(ge, de * de, len(found)), np.bincount(ge, de * ze, len(found))
+    var = n * sdd - sd * sd
+    fit = (n >= 2) & (var > 1e-12)
+    slope = np.where(fit, -(n * sdz - sd * sz) / np.where(fit, var, 1.0), 0.0)
+    crown = points.first & (points.z > 2.0)  # the spacing of the returns on the crowns
+    tr, tc, _ = grid.cell_of(tx[found] + ox, ty[found] + oy)
+    spacing = point_spacing(points.x[crown], points.y[crown], grid)[np.clip(tr, 0, grid.nrow - 1),
+                                                                     np.clip(tc, 0, grid.ncol - 1)]
+    apex[found] = h[found] + np.maximum(slope, 0.0) * 0.5 * spacing
+    return h, apex
+
+
 def _near_tops(x, y, tx, ty, radius: float) -> np.ndarray:
     """Mask of the points that may lie within ``radius`` of a top: those in the
     radius-sized cells around the tops' cells (a cheap superset)."""
@@ -217,90 +281,3 @@ def _near_tops(x, y, tx, ty, radius: float) -> np.ndarray:
     mark = ndimage.binary_dilation(mark, structure=np.ones((3, 3), bool))
     return mark[ri, ci]
 
-
-def tree_heights(points: Points, tops: dict[str, np.ndarray], radius: float = 0.75) -> np.ndarray:
-    """Height of each top from the highest normalised point within ``radius``.
-
-    A CHM cell holds an interpolated or binned value; the highest return near
-    the apex is closer to the true height.  Tops with no point nearby keep
-    their CHM height.
-    """
-    h = np.asarray(tops["height"], float).copy()
-    if not len(h) or not len(points):
-        return h
-    ox, oy = float(points.x.min()), float(points.y.min())
-    tx, ty = np.asarray(tops["x"], float) - ox, np.asarray(tops["y"], float) - oy
-    sel = np.flatnonzero(points.z >= max(np.min(h) - 3.0, 0.0))
-    px, py = points.x[sel] - ox, points.y[sel] - oy
-    if not len(px):
-        return h
-    near = _near_tops(px, py, tx, ty, radius)
-    px, py, pz = px[near], py[near], points.z[sel[near]]
-    if not len(pz):
-        return h
-    kd = cKDTree(np.column_stack((px, py)))
-    nb = kd.query_ball_point(np.column_stack((tx, ty)), radius, workers=-1)
-    # flatten the neighbour lists: (top, point) pairs, then the highest point per top
-    lens = np.fromiter(map(len, nb), np.int64, len(nb))
-    j = np.fromiter(itertools.chain.from_iterable(nb), np.int64, int(lens.sum()))
-    best = np.full(len(h), -np.inf)
-    np.maximum.at(best, np.repeat(np.arange(len(h)), lens), pz[j])
-    return np.where(lens > 0, best, h)
-
-
-def apex_heights(points: Points, tops: dict[str, np.ndarray], grid: Grid, radius: float = 1.5,
-                 rings: int = 3) -> np.ndarray:
-    """Apex height of each top: its highest return raised by the crown's slope times the
-    expected distance between the apex and the return nearest to it.
-
-    The highest return lies below a conifer's apex: no pulse hits the apex exactly,
-    and the nearest one lands about half a point spacing away (``spacing / 2``, the
-    spacing of the first returns on the crowns), where a cone is ``slope x spacing / 2`` lower.  The slope is fitted to the crown's upper
-    envelope: the highest first return in each of ``rings`` rings out to ``radius``
-    metres from the highest return.  On both truth families this takes the height bias
-    from -0.56 ... -1.01 m to -0.54 ... +0.29 m (bench/accuracy.py, ``apex`` columns);
-    ``height`` (the highest return, lidR's and most tools' definition) is kept beside
-    it (and is the floor of the apex).  ``grid`` is the CHM's grid, on whose lattice the
-    spacing is measured (:func:`~.surface.point_spacing`).  Written here: no library
-    fits crown tops.
-    """
-    from .surface import point_spacing
-
-    h = np.asarray(tops["height"], float)
-    out = h.copy()
-    if not len(h):
-        return out
-    crown = points.first & (points.z > 2.0)  # the spacing of the returns on the crowns
-    trow, tcol, _ = grid.cell_of(np.asarray(tops["x"], float), np.asarray(tops["y"], float))
-    spacing = point_spacing(points.x[crown], points.y[crown], grid)[np.clip(trow, 0, grid.nrow - 1),
-                                                                     np.clip(tcol, 0, grid.ncol - 1)]
-    fr = points.first & (points.z > 1.0)
-    px, py, pz = points.x[fr], points.y[fr], points.z[fr]
-    if not len(px):
-        return out
-    ox, oy = float(px.min()), float(py.min())
-    kd = cKDTree(np.column_stack((px - ox, py - oy)))
-    tx, ty = np.asarray(tops["x"], float) - ox, np.asarray(tops["y"], float) - oy
-    near = kd.query_ball_point(np.column_stack((tx, ty)), 0.75, workers=-1)
-    edges = np.linspace(0.0, radius, rings + 1)
-    for i, j in enumerate(near):
-        if not j:
-            continue
-        j = np.asarray(j)
-        k = j[np.argmax(pz[j])]
-        cx, cy = px[k] - ox, py[k] - oy
-        jj = np.asarray(kd.query_ball_point([cx, cy], radius))
-        d = np.hypot(px[jj] - ox - cx, py[jj] - oy - cy)
-        ring = np.digitize(d, edges[1:-1])
-        env_d, env_z = [], []
-        for r in range(rings):
-            m = (ring == r) & (d > 0)
-            if m.any():
-                q = np.argmax(np.where(m, pz[jj], -np.inf))
-                env_d.append(d[q])
-                env_z.append(pz[jj][q])
-        slope = 0.0
-        if len(env_d) >= 2 and np.ptp(env_d) > 0:
-            slope = max(-np.polyfit(env_d, env_z, 1)[0], 0.0)
-        out[i] = pz[k] + slope * 0.5 * float(spacing[i])
-    return np.maximum(out, h)

@@ -139,13 +139,38 @@ def test_inventory_survives_a_killed_worker_without_duplicates(server, workers, 
     assert attempts == 2 and n_trees == summary["tree_count"] and n_rasters == 3
 
 
+def test_algorithms_are_chosen_through_the_process_inputs(server, workers, db_url, forest_project, editor, forest):
+    """The inputs are the algorithm objects as JSON, described by the process (generated from them)."""
+    desc = requests.get(f"{server}/processes/segment-crowns", headers=editor).json()
+    crowns = desc["inputs"]["crowns"]["schema"]["oneOf"]
+    assert [v["title"] for v in crowns] == ["watershed", "dalponte2016"]
+    assert desc["inputs"]["trees"]["schema"]["properties"]["hmin"]["default"] == 2.0
+    points, truth = forest
+    scan_id = _scan(server, db_url, forest_project, points, "algorithms.laz")
+    workers.start(1)
+    assert _run(server, editor, "ingest-scan", {"scan": scan_id})["status"] == "successful"
+    counts = {}
+    for ws in (2.0, 6.0):
+        job = _run(server, editor, "segment-crowns", {
+            "scan": scan_id, "chm": {"algorithm": "p2r", "subcircle": 0.2},
+            "trees": {"ws": ws, "hmin": 3}, "crowns": {"algorithm": "dalponte2016", "max_cr": 6}})
+        assert job["status"] == "successful", job
+        counts[ws] = requests.get(f"{server}/jobs/{job['jobID']}/results", headers=editor).json()["summary"]["tree_count"]
+    # a narrow fixed window splits crowns the wide one keeps whole: the window reached the engine
+    assert counts[2.0] > counts[6.0] > 0.5 * len(truth.trees["x"])
+
+
 def test_bad_lidar_inputs(server, workers, db_url, forest_project, editor):
     r = requests.post(f"{server}/processes/forest-inventory/execution", json={"inputs": {"scan": 987654}},
                       headers=editor)
     assert r.status_code == 404 and "scan" in r.text
     garbage = _scan(server, db_url, forest_project, b"this is not a point cloud\n" * 100, "fake.laz")
     for inputs, needle in (({"scan": garbage, "resolution": 0}, "resolution"),
-                           ({"scan": garbage, "colour": "red"}, "colour")):
+                           ({"scan": garbage, "colour": "red"}, "colour"),
+                           ({"scan": garbage, "trees": {"shape": "triangle"}}, "trees"),
+                           ({"scan": garbage, "chm": {"algorithm": "nosuch"}}, "chm"),
+                           ({"scan": garbage, "ground": {"rigidness": 7}}, "ground"),
+                           ({"scan": garbage, "trees": {"ws": {"k": 0.1, "colour": 1}}}, "trees")):
         r = requests.post(f"{server}/processes/forest-inventory/execution", json={"inputs": inputs}, headers=editor)
         assert r.status_code == 400 and needle in r.text, r.text
     workers.start(1)

@@ -48,7 +48,7 @@ def test_pitfree_chm_rmse(stands, kind):
 def _detect(stand, algorithm=trees.lmf()):
     n, truth, grid, chm = stand
     det = trees.locate_trees(chm, algorithm)
-    det["height"] = trees.tree_heights(n, det)
+    det["height"], det["apex_height"] = trees.tree_heights(n, det, chm.grid)
     return det
 
 
@@ -158,9 +158,9 @@ def test_apex_height_is_closer_to_the_apex_than_the_highest_return():
     high, apex = [], []
     for seed in range(30):
         pts = _cone(n=9000, seed=seed)
-        t = {**top, "height": trees.tree_heights(pts, top)}
-        high.append(t["height"][0] - 20.0)
-        apex.append(trees.apex_heights(pts, t, grid)[0] - 20.0)
+        h, a = trees.tree_heights(pts, top, grid)
+        high.append(h[0] - 20.0)
+        apex.append(a[0] - 20.0)
     high, apex = np.array(high), np.array(apex)
     print(f"cones: highest return bias {high.mean():+.2f} m, apex bias {apex.mean():+.2f} m")
     assert high.mean() < -0.4

@@ -15,8 +15,8 @@ from processes.lidar import errors
 from processes.lidar.cog import read_raster, validate_cog
 from processes.lidar.footprint import footprint
 from processes.lidar.metrics import METRIC_NAMES
-from processes.lidar.pipeline import (Params, inventory, load_tile_result, merge_tile_results, plan_tiles,
-                                      polygon_metrics, process_tile, read_tile, run, save_tile_result)
+from processes.lidar import (Params, inventory, load_tile_result, merge_tile_results, plan_tiles, polygon_metrics,
+                             process_tile, read_tile, run, save_tile_result)
 from processes.lidar.trees import lmf
 from processes.lidar.points import Points
 from processes.lidar.read import open_scan
@@ -180,10 +180,27 @@ def test_one_tile_alone_then_merge(scan_files, runs, tmp_path):
         saved.append(save_tile_result(r, tmp_path / f"t{i}.npz"))
     assert load_tile_result(saved[0]).core == cores[0]
     merged = merge_tile_results(saved, tmp_path / "merged", inputs=parts, params=params)
-    assert merged["tree_count"] == runs["tiled"]["tree_count"]
+    # the same summary as the run in one process (but its timings and file paths)
+    tiled = runs["tiled"]
+    for key in ("tree_count", "crown_count", "tree_height_mean", "tree_height_max", "area_ha", "stems_per_ha",
+                "tiles", "point_count", "points_processed", "ground_share", "canopy_cover", "bounds",
+                "grid_metric_means"):
+        assert merged[key] == pytest.approx(tiled[key], rel=1e-9), key
+    assert merged["params"] == tiled["params"] == params.to_dict()
+    assert tiled["tree_height_mean"] > 5 and tiled["stems_per_ha"] > 50
+    # area: the footprint (the forest is 120 m square), not the metrics grid's bounding box
+    assert tiled["area_ha"] == pytest.approx(1.44, rel=0.03)
     x, _ = read_raster(merged["products"]["chm"])
-    y, _ = read_raster(runs["tiled"]["products"]["chm"])
+    y, _ = read_raster(tiled["products"]["chm"])
     assert np.nanmax(np.abs(x - y)) <= 1e-6
+
+
+def test_a_tile_part_holding_python_objects_is_refused(tmp_path):
+    """Parts cross machines through shared storage: loading one must never unpickle."""
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, core=np.zeros(4), crowns_wkb=np.array([object()], dtype=object))
+    with pytest.raises(errors.InvalidPart):
+        load_tile_result(evil)
 
 
 def test_polygon_metrics_equal_cloud_metrics(scan_files):
@@ -220,7 +237,7 @@ def test_feet_scan_gives_metre_heights_and_native_coordinates(tmp_path):
     assert s["units_to_metre"] == pytest.approx(ft)
     assert s["tree_height_max"] == pytest.approx(truth.trees["height"].max(), abs=0.6)
     x, meta = read_raster(s["products"]["dtm"])
-    assert meta["transform"].a == pytest.approx(1.0 / ft)  # 1 m cells in feet units
+    assert meta["transform"].a == pytest.approx(0.5 / ft)  # 0.5 m cells in feet units
     feats = json.loads(open(s["products"]["trees"]).read())["features"]
     xs = np.array([f["geometry"]["coordinates"][0] for f in feats])
     assert xs.min() >= feet.x.min() - 1 and xs.max() <= feet.x.max() + 1
