@@ -24,11 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TRUTH = ROOT.parent / "shared" / "data" / "truth"
 
-# the project's own forests: (kind, terrain, pulses/m², classified)
+# the project's own forests: (kind, terrain, pulses/m², classified, hard); "hard" ones use
+# synthetic.HARD (leaning stems, wavy outlines, pass-through crowns, a narrow beam), the
+# others are the milder regression cases
 PROJECT_FORESTS = [
-    ("open", "hilly", 20, True), ("open", "flat", 8, True),
-    ("dense", "steep", 20, True), ("dense", "steep", 20, False), ("dense", "hilly", 8, True),
-    ("two_layer", "hilly", 20, True),
+    ("open", "hilly", 20, True, False), ("open", "flat", 8, True, False),
+    ("dense", "steep", 20, True, False), ("dense", "steep", 20, False, False), ("dense", "hilly", 8, True, False),
+    ("two_layer", "hilly", 20, True, False),
+    ("open", "hilly", 5, True, True), ("dense", "steep", 30, True, True), ("dense", "hilly", 8, False, True),
+    ("two_layer", "hilly", 12, True, True),
 ]
 COLUMNS = [("f1", "F1", "{:.3f}"), ("precision", "prec", "{:.3f}"), ("recall", "rec", "{:.3f}"),
            ("understory_recall", "under", "{:.2f}"), ("height_rmse", "h RMSE", "{:.2f}"),
@@ -40,11 +44,12 @@ COLUMNS = [("f1", "F1", "{:.3f}"), ("precision", "prec", "{:.3f}"), ("recall", "
 
 def project_truths(workdir: Path, seed: int = 11):
     from processes.lidar.accuracy import from_simulation
-    from processes.lidar.synthetic import make_forest, write_las
+    from processes.lidar.synthetic import HARD, make_forest, write_las
 
-    for kind, terrain, density, classified in PROJECT_FORESTS:
-        name = f"{kind}-{terrain}-d{density}" + ("" if classified else "-noclass")
-        pts, truth = make_forest(kind, terrain=terrain, density=density, classified=classified, seed=seed, size=200.0)
+    for kind, terrain, density, classified, hard in PROJECT_FORESTS:
+        name = ("hard-" if hard else "") + f"{kind}-{terrain}-d{density}" + ("" if classified else "-noclass")
+        pts, truth = make_forest(kind, terrain=terrain, density=density, classified=classified, seed=seed, size=200.0,
+                                 **(HARD if hard else {}))
         truth.params["classified"] = classified
         path = write_las(workdir / f"{name}.laz", pts)
         yield from_simulation(name, truth, [path])
@@ -78,6 +83,7 @@ def bcts_figures(workdir: Path) -> None:
     area_ha = footprint(files)["area_m2"] / 10_000
     d, _ = cKDTree(xy).query(xy, k=2)
     q = np.percentile(diam, [10, 50, 90])
+    print(f"bcts: the run's summary says {s['stems_per_ha']:.0f} stems/ha on {s['area_ha']:.2f} ha (its footprint)")
     print(f"bcts: {len(xy)} trees on {area_ha:.2f} ha = {len(xy) / area_ha:.0f} stems/ha; crown diameter "
           f"p10/p50/p90 {q[0]:.1f}/{q[1]:.1f}/{q[2]:.1f} m; crowns under 1.5 m {np.mean(diam < 1.5):.1%}; "
           f"nearest neighbour < 1.5 m {np.mean(d[:, 1] < 1.5):.1%}; {s['points_per_second']:,.0f} points/s")
@@ -87,6 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", default=[])
     ap.add_argument("--no-naive", action="store_true")
+    ap.add_argument("--no-dalponte", action="store_true")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--bcts", action="store_true", help="only the real bcts figures")
     a = ap.parse_args()
@@ -94,10 +101,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             bcts_figures(Path(tmp))
         return
+    from processes.lidar import Params, dalponte2016
     from processes.lidar.accuracy import engine_products, naive_products, score
 
     rows = []
-    head = f"{'family':<12} {'forest':<26} {'pipeline':<7} " + " ".join(f"{c[1]:>8}" for c in COLUMNS)
+    head = f"{'family':<12} {'forest':<30} {'pipeline':<8} " + " ".join(f"{c[1]:>8}" for c in COLUMNS)
     print(head)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -105,13 +113,15 @@ def main() -> None:
             if a.only and not any(w in truth.name for w in a.only):
                 continue
             pipes = [("engine", lambda t: engine_products(t, work))]
+            if not a.no_dalponte:  # the same with Dalponte 2016 crowns (the crown columns differ)
+                pipes.append(("dalponte", lambda t: engine_products(t, work, Params(crowns=dalponte2016()))))
             if not a.no_naive:
                 pipes.append(("naive", naive_products))
             for pname, fn in pipes:
                 s = score(fn(truth), truth)
                 rows.append({"family": truth.family, "forest": truth.name, "pipeline": pname, **s})
                 cells = " ".join(f"{(c[2].format(s[c[0]]) if s.get(c[0]) is not None else '-'):>8}" for c in COLUMNS)
-                print(f"{truth.family:<12} {truth.name:<26} {pname:<7} {cells}", flush=True)
+                print(f"{truth.family:<12} {truth.name:<30} {pname:<8} {cells}", flush=True)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
 

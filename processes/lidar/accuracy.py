@@ -259,9 +259,10 @@ def engine_products(truth: Truth, workdir: Path, params=None) -> Products:
 
     from .pipeline import ALL_PRODUCTS, Params, run
 
+    params = params or Params()
     t0 = time.perf_counter()
-    out = Path(workdir) / f"engine-{truth.name}"
-    run(truth.files, out, params=params or Params(), products=ALL_PRODUCTS)
+    out = Path(workdir) / f"engine-{truth.name}-{type(params.crowns).__name__}"
+    run(truth.files, out, params=params, products=ALL_PRODUCTS)
     seconds = time.perf_counter() - t0
     feats = json.loads((out / "trees.geojson").read_text())["features"]
     xy = np.array([f["geometry"]["coordinates"] for f in feats], float).reshape(-1, 2)

@@ -30,6 +30,11 @@ STANDS = {
     "two_layer": dict(stems=140, h=(24.0, 32.0), broadleaf=0.2, spacing=1.0, p_ground=0.30, p_pit=0.15,
                       understory=350, under_h=(6.0, 12.0)),
 }
+# closer to real scans than the defaults (keep those as regression cases): apexes off the
+# crown's centre (leaning stems), wavy crown outlines, crowns that let almost half the
+# pulses through, a narrow beam (no return sees the apex unless it hits it)
+HARD = dict(lean=0.3, irregular=0.25, pass_through=0.45, footprint=0.0)
+
 TERRAINS = {
     # plane slope (dz/dx, dz/dy) and relief amplitudes (m)
     "flat": (0.0, 0.0, 0.0),
@@ -129,18 +134,30 @@ class _Crowns:
                                R * rng.uniform(0.3, 0.4, 4), H - rng.uniform(0.8, 1.6, 4)))
         self.n = n
 
+    def reach(self, i: int) -> float:
+        """How far from its apex tree ``i``'s crown extends."""
+        t = self.t
+        return t["crown_radius"][i] * (1 + t["outline_amp"][i]) + np.hypot(t["lean_dx"][i], t["lean_dy"][i])
+
     def tree_surface(self, i: int, dx: np.ndarray, dy: np.ndarray, fp: float) -> np.ndarray:
-        """Surface of tree ``i`` seen by a beam of radius ``fp`` at offsets dx, dy (NaN outside)."""
+        """Surface of tree ``i`` seen by a beam of radius ``fp`` at offsets dx, dy from its apex
+        (NaN outside).  The crown's outline is a circle around the stem, waved by a harmonic
+        of its azimuth; a leaning stem puts the apex off the outline's centre, and the
+        surface falls along each ray from the apex to the outline."""
         t = self.t
         R, H, L = t["crown_radius"][i], t["height"][i], t["crown_length"][i]
-        d = np.maximum(np.hypot(dx, dy) - fp, 0.0)
+        ex, ey = t["lean_dx"][i], t["lean_dy"][i]  # apex minus crown centre
+        rho = np.hypot(dx, dy)
+        ux, uy = dx / np.maximum(rho, 1e-9), dy / np.maximum(rho, 1e-9)
+        rad = R * (1 + t["outline_amp"][i] * np.cos(t["outline_k"][i] * np.arctan2(uy, ux) + t["outline_phase"][i]))
+        eu = ex * ux + ey * uy
+        edge = -eu + np.sqrt(np.maximum(eu * eu - (ex * ex + ey * ey) + rad * rad, 0.0))  # apex to outline
+        s = np.maximum(rho - fp, 0.0) / np.maximum(edge, 1e-9)
         if t["broadleaf"][i]:
-            a = np.clip(1.0 - (d / R) ** 2, 0.0, None)
-            z = (H - L * 0.6) + L * 0.6 * np.sqrt(a)
-            z = np.where(d <= R, z, np.nan)
+            z = (H - L * 0.6) + L * 0.6 * np.sqrt(np.clip(1.0 - s**2, 0.0, None))
         else:
-            z = np.where(d <= R, H - L * (d / R), np.nan)
-        return z
+            z = H - L * s
+        return np.where(s <= 1, z, np.nan)
 
     def lobe_surface(self, k: int, x: np.ndarray, y: np.ndarray, fp: float) -> np.ndarray:
         i, lx, ly, lr, lh = self.lobes[k]
@@ -164,7 +181,7 @@ class _Crowns:
         t = self.t
         lobe_of = {lb[0]: k for k, lb in enumerate(self.lobes)}
         for i in range(self.n):
-            R = t["crown_radius"][i] + fp + 0.01
+            R = self.reach(i) + fp + 0.01
             lo, hi = np.searchsorted(xs, [t["x"][i] - R, t["x"][i] + R])
             if hi <= lo:
                 continue
@@ -194,6 +211,9 @@ def make_forest(
     footprint: float = 0.08,
     origin: tuple[float, float] = ORIGIN,
     ground_sigma: float = 0.02,
+    lean: float = 0.0,
+    irregular: float = 0.0,
+    pass_through: float | None = None,
 ) -> tuple[Points, ForestTruth]:
     """Simulate an airborne scan of a forest with known trees and terrain.
 
@@ -215,6 +235,13 @@ def make_forest(
         processed delivery) or every point class 1 (raw).
     footprint : float
         Laser footprint radius: a first return sees the highest surface within it.
+    lean : float
+        Largest offset of the apex from the crown's centre, as a share of the crown radius.
+    irregular : float
+        Amplitude of the crown outline's waves (2-5 lobes), as a share of the radius.
+    pass_through : float, optional
+        Share of the pulses on a crown whose first return comes from inside it (default:
+        the stand's).  ``HARD`` gathers the settings closest to real scans.
 
     Returns
     -------
@@ -253,6 +280,13 @@ def make_forest(
         for key, val in dict(x=ux, y=uy, height=hu[:m], crown_radius=ru[:m], crown_length=lu[:m],
                              broadleaf=blu[:m], understory=np.ones(m, bool)).items():
             trees[key] = np.concatenate([trees[key], val])
+    nt = len(trees["x"])
+    shape_rng = np.random.default_rng([seed, 1])  # its own stream: the default forests stay as they were
+    lean_r = lean * trees["crown_radius"] * np.sqrt(shape_rng.random(nt))
+    lean_a = shape_rng.uniform(0, 2 * np.pi, nt)
+    trees.update(lean_dx=lean_r * np.cos(lean_a), lean_dy=lean_r * np.sin(lean_a),
+                 outline_amp=irregular * shape_rng.uniform(0.5, 1.0, nt),
+                 outline_k=shape_rng.integers(2, 6, nt).astype(float), outline_phase=shape_rng.uniform(0, 2 * np.pi, nt))
     crowns = _Crowns(trees, rng)
     # a tree is visible from above when no other crown rises above its top
     # within 0.75 m (its top is then a local maximum of the canopy surface)
@@ -290,7 +324,7 @@ def make_forest(
 
     # first return
     u = rng.random(npulse)
-    pit = in_crown & (u < p["p_pit"])
+    pit = in_crown & (u < (p["p_pit"] if pass_through is None else pass_through))
     pit_ground = pit & (rng.random(npulse) < 0.35)  # the beam passes through the whole crown
     first_h = np.where(in_crown, ztop, np.where(zsh > 0, zsh * rng.uniform(0.7, 1.0, npulse), 0.0))
     base = np.where(own >= 0, trees["height"][np.maximum(own, 0)] - trees["crown_length"][np.maximum(own, 0)], 0.0)
@@ -359,7 +393,8 @@ def make_forest(
         bounds=bounds,
         is_noise=is_noise[o],
         is_ground=is_ground[o],
-        params=dict(kind=kind, size=size, seed=seed, density=density, terrain=terrain, footprint=footprint),
+        params=dict(kind=kind, size=size, seed=seed, density=density, terrain=terrain, footprint=footprint,
+                    lean=lean, irregular=irregular, pass_through=pass_through),
     )
     return pts, truth
 
