@@ -66,7 +66,8 @@ class Assembler:
                                                ["height"], to_native=to_native)
         if "grid_metrics" in products:
             self.writers["grid_metrics"] = MosaicWriter(out_dir / "grid_metrics.tif", metrics_grid, scan_crs,
-                                                        metricsmod.METRIC_NAMES, to_native=to_native)
+                                                        metricsmod.METRIC_NAMES, to_native=to_native,
+                                                        units=metricsmod.METRIC_UNITS)
         self.features: dict[str, FeatureWriter] = {}
         if products & {"trees", "crowns"}:
             self.features["trees"] = FeatureWriter(out_dir / "trees.geojson", crs_epsg)

@@ -33,14 +33,14 @@ class MosaicWriter:
     """Collects float32 windows of one raster and finalises it as a COG."""
 
     def __init__(self, path: str | Path, grid: Grid, crs, band_names: Sequence[str], *, to_native: float = 1.0,
-                 tmpdir: str | Path | None = None, units: str = "metre"):
+                 tmpdir: str | Path | None = None, units: str | Sequence[str] = "metre"):
         self.path = Path(path)
         self.grid = grid
         self.bands = list(band_names)
         fd, tmp = tempfile.mkstemp(suffix=".tif", dir=tmpdir or self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
-        self.units = units
+        self.units = [units] * len(self.bands) if isinstance(units, str) else list(units)
         self.ds = rasterio.open(
             self.tmp, "w", driver="GTiff", width=grid.ncol, height=grid.nrow, count=len(self.bands),
             dtype="float32", crs=crs, transform=grid.transform(to_native), nodata=NODATA,
@@ -49,7 +49,7 @@ class MosaicWriter:
         # empty areas stay nodata even where no tile writes
         for i, name in enumerate(self.bands, start=1):
             self.ds.set_band_description(i, name)
-            self.ds.update_tags(i, units=units)
+            self.ds.update_tags(i, units=self.units[i - 1])  # forwarded into the COG's band metadata
         self.written = False
 
     def write(self, data: np.ndarray, grid: Grid) -> None:
@@ -70,6 +70,7 @@ class MosaicWriter:
 
     def close(self) -> Path:
         """Finish: convert to a COG at ``path``."""
+        from rasterio.rio.overview import get_maximum_overview_level
         from rio_cogeo.cogeo import cog_translate
         from rio_cogeo.profiles import cog_profiles
 
@@ -77,9 +78,12 @@ class MosaicWriter:
         profile = cog_profiles.get("deflate")
         bs = _block(self.grid, 512)
         profile.update(predictor=3, blockxsize=bs, blockysize=bs)
+        # overviews down to 256 px, so a map or QGIS zoomed out reads a few tiles, not the raster
+        levels = get_maximum_overview_level(self.grid.ncol, self.grid.nrow, minsize=256)
         try:
             cog_translate(str(self.tmp), str(self.path), profile, quiet=True, overview_resampling="average",
-                          use_cog_driver=False, in_memory=False, web_optimized=False, nodata=NODATA)
+                          overview_level=levels, use_cog_driver=False, in_memory=False, web_optimized=False,
+                          nodata=NODATA, forward_band_tags=True)
         finally:
             self.tmp.unlink(missing_ok=True)
         return self.path

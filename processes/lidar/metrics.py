@@ -33,6 +33,21 @@ RN_METRICS = [f"p{i}th" for i in range(1, 6)] + ["pground"]
 EXTRA_METRICS = ["n", "cover", "gap", "rumple", "lai"]
 METRIC_NAMES = Z_METRICS + I_METRICS + RN_METRICS + EXTRA_METRICS
 
+
+def _unit(name: str) -> str:
+    if name in ("zmax", "zmean", "zsd") or name.startswith("zq"):
+        return "metre"
+    if name in ("itot", "imax", "imean", "isd"):
+        return "intensity"
+    if name == "n":
+        return "count"
+    if name in ("zskew", "zkurt", "zentropy", "iskew", "ikurt", "rumple", "lai"):
+        return "1"
+    return "percent"  # pzabove*, zpcum*, ipground, ipcumzq*, p1th..p5th, pground, cover, gap
+
+
+METRIC_UNITS = [_unit(name) for name in METRIC_NAMES]  # one per band of the grid metrics
+
 # Row of each metric in the kernels' output array (one row per metric, one column per group).
 _ROW = {k: i for i, k in enumerate(METRIC_NAMES)}
 _ZMAX, _ZMEAN, _ZSD, _ZSKEW, _ZKURT, _ZENTROPY, _PZABOVEZMEAN, _PZABOVE2 = (_ROW[k] for k in Z_METRICS[:8])

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from processes.lidar.accuracy import engine_products, from_simulation, load_shared, naive_products, score
-from processes.lidar.synthetic import make_forest, write_las
+from processes.lidar.synthetic import HARD, make_forest, write_las
 
 TRUTH = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "truth"
-PROJECT = {"own-open": ("open", "hilly", 20), "own-dense-d8": ("dense", "hilly", 8),
-           "own-two-layer": ("two_layer", "hilly", 20)}
+PROJECT = {"own-open": ("open", "hilly", 20, {}), "own-dense-d8": ("dense", "hilly", 8, {}),
+           "own-two-layer": ("two_layer", "hilly", 20, {}), "own-hard-dense-d8": ("dense", "hilly", 8, HARD)}
 SHARED = ["open-moderate-d20", "open-flat-d8", "dense-steep-d20", "dense-steep-d20-noclass", "dense-moderate-d8",
           "multilayer-moderate-d20"]
 
@@ -31,8 +31,8 @@ def scored(tmp_path_factory):
     def get(name: str):
         if name not in cache:
             if name in PROJECT:
-                kind, terrain, density = PROJECT[name]
-                pts, truth = make_forest(kind, terrain=terrain, density=density, seed=21, size=150.0)
+                kind, terrain, density, hard = PROJECT[name]
+                pts, truth = make_forest(kind, terrain=terrain, density=density, seed=21, size=150.0, **hard)
                 truth = from_simulation(name, truth, [write_las(work / f"{name}.laz", pts)])
             else:
                 if not (TRUTH / name / "truth.json").exists():
@@ -50,11 +50,13 @@ def _fmt(s: dict) -> str:
     return " ".join(f"{k} {v:.3f}" for k, v in s.items() if isinstance(v, float))
 
 
-# (forest, F1 at least, CHM RMSE at most): measured 1.000/0.41, 0.852/1.16, 1.000/1.53 (own);
+# (forest, F1 at least, CHM RMSE at most): measured 1.000/0.41, 0.852/1.16, 1.000/1.53,
+# hard dense 8 pts/m² 0.758/1.36 (own);
 # 0.999/0.91, 0.996/1.54, 0.810/0.86, 0.778/1.52, 0.979/1.15 (independent).
 # Issue 13's bars not met: dense F1 >= 0.88 (0.78-0.87 measured) and CHM <= 1.0 m at
 # 8 points/m² on the independent family and on the own two-layer stand.
 BARS = [("own-open", 0.97, 0.8), ("own-dense-d8", 0.82, 1.4), ("own-two-layer", 0.96, 1.8),
+        ("own-hard-dense-d8", 0.73, 1.6),
         ("open-moderate-d20", 0.97, 1.1), ("open-flat-d8", 0.97, 1.8), ("dense-steep-d20", 0.78, 1.1),
         ("dense-moderate-d8", 0.75, 1.8), ("multilayer-moderate-d20", 0.95, 1.4)]
 
@@ -87,7 +89,10 @@ def test_two_layer_understory_is_partly_found(scored):
     assert e["understory_recall"] >= 0.40  # 0.48 measured; the independent two-layer stand gives 0.19 (bar 0.40 unmet)
 
 
-@pytest.mark.parametrize("name,bar", [("open-moderate-d20", 0.05), ("dense-steep-d20-noclass", 0.15), ("own-open", 0.06)])
+# issue 13's bars: 0.05 m with the file's ground class, 0.15 m when the engine classifies it on
+# steep terrain under dense canopy (0.021 / 0.021 / 0.046 / 0.014 m measured with the 0.5 m DTM)
+@pytest.mark.parametrize("name,bar", [("open-moderate-d20", 0.05), ("dense-steep-d20", 0.05),
+                                      ("dense-steep-d20-noclass", 0.08), ("own-open", 0.05)])
 def test_dtm_against_true_terrain(scored, name, bar):
     e, _ = scored(name)
     assert e["dtm_rmse"] <= bar

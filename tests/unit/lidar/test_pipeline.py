@@ -9,10 +9,12 @@ import time
 
 import numpy as np
 import pytest
+import rasterio
 import shapely
 
 from processes.lidar import errors
-from processes.lidar.cog import read_raster, validate_cog
+from processes.lidar.cog import read_raster, validate_cog, write_cog
+from processes.lidar.grid import Grid
 from processes.lidar.footprint import footprint
 from processes.lidar.metrics import METRIC_NAMES
 from processes.lidar import (Params, inventory, load_tile_result, merge_tile_results, plan_tiles, polygon_metrics,
@@ -68,6 +70,9 @@ def test_inventory_writes_every_product(runs):
     data, meta = read_raster(s["products"]["grid_metrics"])
     assert meta["band_names"] == METRIC_NAMES and data.shape[0] == len(METRIC_NAMES)
     assert meta["crs"].to_epsg() == 32610 and meta["nodata"] == -9999.0
+    with rasterio.open(s["products"]["grid_metrics"]) as ds:
+        units = {name: ds.tags(i + 1)["units"] for i, name in enumerate(ds.descriptions)}
+    assert units["zmax"] == "metre" and units["cover"] == "percent" and units["n"] == "count"
     js = json.loads(open(s["products"]["metrics"]).read())
     assert js["tree_count"] == s["tree_count"] and 0 < js["canopy_cover"] <= 1
     trees = json.loads(open(s["products"]["trees"]).read())
@@ -166,6 +171,16 @@ def test_an_error_in_a_tile_process_reaches_the_caller(scan_files, tmp_path):
         left = list((tmp_path / "x").glob("*.tif*")) + list((tmp_path / "x").glob("*.geojson*"))
         assert not left  # no half-written product
     assert not multiprocessing.active_children()
+
+
+def test_a_large_raster_gets_internal_overviews(tmp_path):
+    """QGIS and web maps zoomed out read overviews: down to 256 px, and no rio-cogeo warning."""
+    g = Grid(0.0, 600.0, 1.0, 600, 600)
+    p = write_cog(tmp_path / "big.tif", np.random.default_rng(0).random((600, 600)), g, "EPSG:32610", ["height"])
+    ok, errs, warns = validate_cog(p)
+    assert ok and not errs and not warns
+    with rasterio.open(p) as ds:
+        assert ds.overviews(1)[0] == 2 and 600 / ds.overviews(1)[-1] <= 256 and ds.tags(1)["units"] == "metre"
 
 
 def test_one_tile_alone_then_merge(scan_files, runs, tmp_path):
