@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -80,10 +81,13 @@ def wait_until_up(base: str, path: str, proc: subprocess.Popen) -> None:
     raise RuntimeError(f"{base} did not come up")
 
 
+JWT_SECRET = secrets.token_urlsafe(48)   # one per run: the server refuses secrets written in the repository
+
+
 def service_env(stack: Stack) -> dict:
     return dict(os.environ, DATABASE_URL=stack.db, REDIS_URL=stack.redis, CANOPY_DATA_DIR=str(stack.work),
                 CANOPY_RUN_DIR=str(stack.work / "canopy-run"), CANOPY_LOG_LEVEL="WARNING",
-                CANOPY_JWT_SECRET="bench-" + "x" * 32)
+                CANOPY_JWT_SECRET=JWT_SECRET)
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ import http.client
 import multiprocessing as mp
 import os
 import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -276,7 +277,7 @@ def start_canopy(workers: int, db_url: str, redis_url: str, workdir: Path) -> tu
     port = free_port()
     env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, PORT=str(port), HOST="127.0.0.1",
                CANOPY_RUN_DIR=str(workdir / "canopy-run"), CANOPY_DATA_DIR=str(workdir),
-               CANOPY_LOG_LEVEL="WARNING", CANOPY_JWT_SECRET="bench-" + "x" * 32, CANOPY_TILE_CACHE_TTL="0")
+               CANOPY_LOG_LEVEL="WARNING", CANOPY_JWT_SECRET=secrets.token_urlsafe(48), CANOPY_TILE_CACHE_TTL="0")
     proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--workers", str(workers)], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

@@ -28,7 +28,7 @@ from db.pool import get_pool
 
 from . import context
 from .cql2sql import FilterError, to_sql
-from .schema import TABLES, Table
+from .schema import TABLES, Table, parse_id
 
 _EPSG_URI = re.compile(r"(?:EPSG[/:](?:[0-9.]+[/:])?|EPSG::)(\d+)$")
 _CRS84 = {"http://www.opengis.net/def/crs/OGC/1.3/CRS84", "urn:ogc:def:crs:OGC:1.3:CRS84"}
@@ -368,8 +368,18 @@ class PostGISProvider(BaseProvider):
         context.get().version = rows[0][0]
         return True
 
-    def _explain_missing(self, conn: psycopg.Connection, ident: int) -> None:
-        """Why a write touched no row: 404 unseen, 403 not writable, else 412 stale."""
+    def may_write(self, identifier: Any = None) -> bool:
+        """May the caller change this item, or, without one, create items in some project?
+        An item they cannot see is ProviderItemNotFoundError, as for a read."""
+        principal = context.get().principal
+        with self._connection() as conn:
+            if identifier is None:
+                stmt = sql.SQL("SELECT EXISTS (SELECT 1 FROM projects WHERE {})").format(
+                    writable_projects(principal, column="id"))
+                return bool(self._run(conn, stmt)[0][0])
+            return self._writable(conn, _parse_id(identifier))
+
+    def _writable(self, conn: psycopg.Connection, ident: int) -> bool:
         principal = context.get().principal
         stmt = sql.SQL("SELECT {} FROM {} WHERE id = {} AND {}").format(
             writable_projects(principal), sql.Identifier(self.table.name), sql.Literal(ident),
@@ -377,7 +387,11 @@ class PostGISProvider(BaseProvider):
         rows = self._run(conn, stmt)
         if not rows:
             raise ProviderItemNotFoundError(user_msg=f"no item {ident} in {self.table.name}")
-        if not rows[0][0]:
+        return bool(rows[0][0])
+
+    def _explain_missing(self, conn: psycopg.Connection, ident: int) -> None:
+        """Why a write touched no row: 404 unseen, 403 not writable, else 412 stale."""
+        if not self._writable(conn, ident):
             raise NotAllowed(user_msg=f"your role does not allow changing {self.table.name} {ident}")
         raise PreconditionFailed()
 
@@ -469,12 +483,9 @@ class PostGISProvider(BaseProvider):
 
 def _parse_id(identifier: Any) -> int:
     try:
-        value = int(str(identifier))
+        return parse_id(str(identifier))
     except ValueError:
         raise ProviderItemNotFoundError(user_msg=f"no item {identifier!r}: ids are integers")
-    if not 0 < value < 2**63:
-        raise ProviderItemNotFoundError(user_msg=f"no item {identifier!r}")
-    return value
 
 
 def _jsonable(value: Any) -> Any:

@@ -6,7 +6,19 @@ so a property that is not listed here can be neither read, filtered nor sorted.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+ID_PATTERN = "[0-9]{1,19}"       # every table's `id`: a positive bigint, in ASCII digits
+_ID = re.compile(ID_PATTERN)
+
+
+def parse_id(text: str) -> int:
+    """The row id `text` names; ValueError unless it is ASCII digits of a positive bigint
+    (`int()` alone also takes " 7", "1_0" and other scripts' digits such as "١")."""
+    if not _ID.fullmatch(text) or not 0 < int(text) < 2**63:
+        raise ValueError(f"{text!r} is not a row id")
+    return int(text)
 
 
 @dataclass(frozen=True)

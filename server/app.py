@@ -6,7 +6,7 @@ import importlib
 
 from flask import Flask
 
-from . import auth, errors, features, health, jobs, landing, logs, pygeoapi_speedups, uploads, tiles
+from . import auth, errors, features, health, inputs, jobs, landing, logs, pygeoapi_speedups, uploads, tiles
 from .pygeoapi_config import prepare
 from .settings import Settings, get_settings
 
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
     logs.register(app)
     errors.register(app)
+    inputs.register(app)        # the `id` converter before any route; URL and body checks before any view
     auth.register(app, settings)  # sets g.principal before the features layer reads it
     features.register(app)      # before pygeoapi: its /conformance and PATCH take precedence
     app.register_blueprint(health.bp)

@@ -1,4 +1,4 @@
-"""`python -m server …`: dev (what `make run` runs), serve, migrate, create-user, demo."""
+"""`python -m server …`: dev (what `make run` runs), serve, worker, migrate, secret, create-user, demo."""
 
 from __future__ import annotations
 
@@ -57,6 +57,36 @@ def ensure_admin() -> None:
               "\n  (shown once; set CANOPY_ADMIN_PASSWORD to choose it)\n", flush=True)
 
 
+def ensure_secret_file(path: Path) -> bool:
+    """Write a random JWT signing secret to `path` (readable by its owner only) unless the
+    file exists, so that restarts keep the tokens they issued valid; True when it was made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(48))
+    return True
+
+
+def _secret(_args=None) -> None:
+    """Check a given CANOPY_JWT_SECRET, or else make the secret file (compose's first step)."""
+    from .settings import check_jwt_secret
+    if os.environ.get("CANOPY_JWT_SECRET"):
+        try:
+            check_jwt_secret(os.environ["CANOPY_JWT_SECRET"])
+        except RuntimeError as err:
+            sys.exit(str(err))
+        print("JWT signing secret taken from CANOPY_JWT_SECRET")
+        return
+    path = os.environ.get("CANOPY_JWT_SECRET_FILE")
+    if not path:
+        sys.exit("set CANOPY_JWT_SECRET_FILE to where the secret is to be kept")
+    made = ensure_secret_file(Path(path))
+    print(f"JWT signing secret {'created in' if made else 'kept from'} {path}")
+
+
 def _demo(_args=None) -> None:
     from .demo import load_demo
     print(load_demo(os.environ["DATABASE_URL"]))
@@ -98,11 +128,8 @@ def _dev(args) -> None:
         os.environ["REDIS_URL"] = rd.start()
         started.append(rd)
     if not os.environ.get("CANOPY_JWT_SECRET"):
-        secret_file = data / "jwt-secret"
-        if not secret_file.exists():
-            secret_file.write_text(secrets.token_urlsafe(48))
-            secret_file.chmod(0o600)
-        os.environ["CANOPY_JWT_SECRET"] = secret_file.read_text().strip()
+        os.environ.setdefault("CANOPY_JWT_SECRET_FILE", str(data / "jwt-secret"))
+        ensure_secret_file(Path(os.environ["CANOPY_JWT_SECRET_FILE"]))
     stopping = False
 
     def _stop(*_):
@@ -154,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     worker.set_defaults(func=_worker)
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=_migrate)
     sub.add_parser("demo", help="load the demo forest (idempotent)").set_defaults(func=_demo)
+    sub.add_parser("secret", help="create the JWT signing secret in CANOPY_JWT_SECRET_FILE unless it "
+                                  "exists").set_defaults(func=_secret)
     user = sub.add_parser("create-user", help="create a user")
     user.add_argument("username")
     user.add_argument("--role", choices=["admin", "analyst", "viewer"], default="viewer")

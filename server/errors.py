@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from flask import Response, json, request
+from flask import Response, g, json, request
+from pygeoapi.provider.base import ProviderGenericError
+from werkzeug.exceptions import HTTPException
 
 
 class CanopyError(Exception):
@@ -44,6 +46,10 @@ class NotFound(CanopyError):
     status, code = 404, "NotFound"
 
 
+class MethodNotAllowed(CanopyError):
+    status, code = 405, "MethodNotAllowed"
+
+
 class Conflict(CanopyError):
     status, code = 409, "Conflict"
 
@@ -64,6 +70,8 @@ def problem(status: int, detail: str, code: str | None = None, headers: dict | N
             f"urn:canopy:error:{code}",
             "title": title, "status": status, "detail": detail, "instance": request.path,
             "code": code or title.replace(" ", ""), "description": detail}
+    if g.get("request_id"):
+        body["request_id"] = g.request_id      # what to quote when reporting it (logs carry it too)
     response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
     for key, value in (headers or {}).items():
         response.headers[key] = value
@@ -74,6 +82,11 @@ def register(app) -> None:
     @app.errorhandler(CanopyError)
     def _canopy(err: CanopyError):
         return problem(err.status, err.detail, err.code, err.headers)
+
+    @app.errorhandler(ProviderGenericError)
+    def _provider(err: ProviderGenericError):
+        # what pygeoapi's providers raise, where Canopy calls them itself (PATCH, OPTIONS)
+        return problem(int(err.http_status_code), err.message, err.ogc_exception_code)
 
     @app.errorhandler(404)
     def _not_found(err):
@@ -90,8 +103,12 @@ def register(app) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):
-        from werkzeug.exceptions import HTTPException
+        """The server-wide guard: werkzeug's own HTTP errors and every exception no route
+        expected become problem+json (never an HTML page); the latter are logged with
+        their traceback and the request id the body carries."""
         if isinstance(err, HTTPException):
             return problem(err.code or 500, err.description or err.name)
-        app.logger.exception("unhandled error")
-        return problem(500, "an unexpected error occurred; it has been logged", "ServerError")
+        app.logger.exception("unhandled error", extra={"fields": {
+            "request_id": g.get("request_id"), "method": request.method, "path": request.path}})
+        return problem(500, "an unexpected error occurred; it has been logged with this request_id",
+                       "ServerError")

@@ -5,7 +5,9 @@ pygeoapi serves `/collections/...`; this module fills what it leaves out:
 - strict query parameters (an unknown one is a 400, not silently ignored);
 - CQL2 text and JSON filters parsed here (pygeoapi parses ECQL only and refuses
   `filter-lang=cql2-text`), so clients such as QGIS filter on the server;
+- `sortby` checked against the collection's properties (pygeoapi's parser fails on empty keys);
 - ETag on items, If-Match (428 when missing, 412 when stale) and PATCH;
+- OPTIONS answering what the caller may do, and 405 for writes to read-only collections;
 - `/conformance` listing exactly what is implemented.
 """
 
@@ -25,7 +27,7 @@ from providers.postgis import output_srid
 from providers.schema import TABLES
 
 from .auth.policy import require_user
-from .errors import BadRequest, PreconditionRequired, problem
+from .errors import BadRequest, MethodNotAllowed, NotFound, PreconditionRequired
 
 bp = Blueprint("features", __name__)
 
@@ -34,6 +36,10 @@ _COMMON_PARAMS = {"f", "lang"}
 _ITEMS_PARAMS = {"bbox", "bbox-crs", "crs", "limit", "offset", "datetime", "sortby", "properties",
                  "skipGeometry", "filter", "filter-lang", "filter-crs", "cursor", "resulttype"}
 _ITEM_PARAMS = {"crs"}
+_QUERY_TYPES = ("application/json", "application/query-cql-json")   # a POSTed CQL2 JSON filter
+_WRITES = ("POST", "PUT", "PATCH", "DELETE")
+_OURS = ("filter", "filter-lang", "filter-crs", "cursor")             # parsed here, hidden from pygeoapi
+_READ_ONLY = "GET, HEAD, OPTIONS"
 
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/core",
@@ -112,32 +118,66 @@ def _features_context():
     collection, item_id = match.group("c"), match.group("id")
     settings = current_app.config["CANOPY_SETTINGS"]
     ctx.items_url = f"{settings.public_url}/collections/{collection}/items"
+    if request.method == "OPTIONS":
+        return _options(collection, item_id)
     if request.method == "GET":
-        allowed = _COMMON_PARAMS | (_ITEM_PARAMS if item_id else _ITEMS_PARAMS)
-        if not item_id and collection in TABLES:
-            allowed |= set(TABLES[collection].fields)
-        unknown = sorted(set(request.args) - allowed)
-        if unknown:
-            raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}; "
-                             f"this endpoint accepts: {', '.join(sorted(allowed))}")
-        if not item_id:
-            if "datetime" in request.args:
-                _check_datetime(request.args["datetime"])
-            _parse_filter(ctx)
-            ctx.cursor = request.args.get("cursor")
-            ctx.query = {k: v for k, v in request.args.items()}
-            # pygeoapi must not see what this layer handles (it would re-parse the filter as ECQL)
-            request.args = ImmutableMultiDict([(k, v) for k, v in request.args.items(multi=True)
-                                               if k not in ("filter", "filter-lang", "filter-crs",
-                                                            "cursor")])
-    if request.method == "POST" and not item_id and request.mimetype not in (
-            "application/geo+json", "application/json", "application/query-cql-json"):
+        _check_query(ctx, collection, item_id)
+    _check_write(ctx, collection, item_id)
+    return None
+
+
+def _check_query(ctx: context.RequestContext, collection: str, item_id: str | None) -> None:
+    """Strict query parameters; the filter, cursor and sortby taken in hand before pygeoapi."""
+    allowed = _COMMON_PARAMS | (_ITEM_PARAMS if item_id else _ITEMS_PARAMS)
+    if not item_id and collection in TABLES:
+        allowed |= set(TABLES[collection].fields)
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}; "
+                         f"this endpoint accepts: {', '.join(sorted(allowed))}")
+    if item_id:
+        return
+    if "datetime" in request.args:
+        _check_datetime(request.args["datetime"])
+    _parse_filter(ctx)
+    ctx.cursor = request.args.get("cursor")
+    ctx.query = request.args.to_dict()              # what the paging links carry on
+    if "sortby" in ctx.query and collection in TABLES:
+        ctx.query["sortby"] = _parse_sortby(ctx.query["sortby"], collection)
+    # pygeoapi must not see what this layer handles (it would re-parse the filter as ECQL)
+    request.args = ImmutableMultiDict([(k, ctx.query[k] if k == "sortby" else v)
+                                       for k, v in request.args.items(multi=True) if k not in _OURS])
+
+
+def _parse_sortby(value: str, collection: str) -> str:
+    """`sortby` checked against the collection's properties, in the form pygeoapi parses
+    (its parser fails on an empty key; a `+` sent unencoded arrives as a space)."""
+    fields = TABLES[collection].fields
+    keys = []
+    for raw in value.split(","):
+        key = raw.strip()
+        sign, name = (key[0], key[1:]) if key[:1] in ("+", "-") else ("", key)
+        if name not in fields:
+            raise BadRequest(f"sortby: {name!r} is not a property of {collection}; "
+                             f"sort by {', '.join(fields)}, each with an optional + or - before it"
+                             if name else "sortby has an empty key: name properties separated by commas")
+        keys.append(("-" if sign == "-" else "") + name)
+    return ",".join(keys)
+
+
+def _check_write(ctx: context.RequestContext, collection: str, item_id: str | None) -> None:
+    """Writes: 405 on a read-only collection, 415 for a body that is not a Feature, a
+    signed-in caller (the provider checks their role) and If-Match on editable items."""
+    query = request.method == "POST" and not item_id and request.mimetype in _QUERY_TYPES
+    if request.method not in _WRITES or query:
+        return
+    if collection in TABLES and not _editable(collection):
+        raise MethodNotAllowed(f"collection {collection!r} is read-only", headers={"Allow": _READ_ONLY})
+    if request.method == "POST" and not item_id and request.mimetype != "application/geo+json":
         raise BadRequest("POST a GeoJSON Feature as application/geo+json to create an item, "
                          "or a CQL2 JSON filter as application/json to query", status=415,
                          code="UnsupportedMediaType")
-    if request.method in ("POST", "PUT", "PATCH", "DELETE") and (item_id or request.mimetype ==
-                                                                "application/geo+json"):
-        require_user()   # writes need a signed-in caller; the provider checks their role
+    require_user()
     if item_id and request.method in ("PUT", "PATCH", "DELETE") and _editable(collection):
         header = request.headers.get("If-Match")
         if not header:
@@ -147,7 +187,26 @@ def _features_context():
                 ctx.if_match = int(header.strip().removeprefix("W/").strip('"'))
             except ValueError:
                 ctx.if_match = -1   # no version matches: the provider answers 412
-    return None
+
+
+def _options(collection: str, item_id: str | None) -> Response | None:
+    """OPTIONS on items: `Allow` lists what this caller may do there (QGIS offers editing
+    when it lists POST, PUT, PATCH and DELETE). An item they may not see is a 404."""
+    if collection not in TABLES:
+        return None                                  # pygeoapi answers
+    methods = _READ_ONLY
+    if _editable(collection) and _provider(collection).may_write(item_id):
+        methods += ", PUT, PATCH, DELETE" if item_id else ", POST"
+    return Response(status=204, headers={"Allow": methods})
+
+
+def _provider(collection: str):
+    """The pygeoapi feature provider serving `collection` (ours: providers.postgis)."""
+    from pygeoapi.plugin import load_plugin
+    from pygeoapi.util import get_provider_by_type
+
+    resources = current_app.config["PYGEOAPI_CONFIG"]["resources"]
+    return load_plugin("provider", get_provider_by_type(resources[collection]["providers"], "feature"))
 
 
 @bp.after_app_request
@@ -161,9 +220,6 @@ def _features_headers(response: Response) -> Response:
         _replace_paging_links(response, ctx.page_links)
     if ctx.version is not None and response.status_code < 300:
         response.headers["ETag"] = f'"{ctx.version}"'
-    if request.method == "OPTIONS" and match.group("id") and _editable(match.group("c")) \
-            and "PUT" in response.headers.get("Allow", ""):
-        response.headers["Allow"] += ", PATCH"
     return response
 
 
@@ -188,23 +244,11 @@ def _check_datetime(value: str) -> None:
 
 @bp.route("/collections/<collection>/items/<item_id>", methods=["PATCH"])
 def patch_item(collection: str, item_id: str):
-    """Features Part 4 update (JSON merge patch); pygeoapi 0.21 has no PATCH route."""
-    from pygeoapi.plugin import load_plugin
-    from pygeoapi.provider.base import ProviderGenericError
-    from pygeoapi.util import get_provider_by_type
-
-    resources = current_app.config["PYGEOAPI_CONFIG"]["resources"]
-    if collection not in resources:
-        return problem(404, f"no collection {collection!r}", "NotFound")
-    provider_def = get_provider_by_type(resources[collection]["providers"], "feature")
-    if not provider_def.get("editable"):
-        return problem(405, f"collection {collection!r} is read-only", "MethodNotAllowed",
-                       {"Allow": "GET, HEAD, OPTIONS"})
-    provider = load_plugin("provider", provider_def)
-    try:
-        provider.patch(item_id, request.get_data())
-    except ProviderGenericError as err:
-        return problem(int(err.http_status_code), err.message, err.ogc_exception_code)
+    """Features Part 4 update (JSON merge patch); pygeoapi 0.21 has no PATCH route.
+    A read-only collection was answered 405 before (`_check_write`)."""
+    if collection not in current_app.config["PYGEOAPI_CONFIG"]["resources"]:
+        raise NotFound(f"no collection {collection!r}")
+    _provider(collection).patch(item_id, request.get_data())   # its errors: errors.py's table
     return Response(status=204)
 
 

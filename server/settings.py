@@ -15,6 +15,33 @@ def _int(name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+def _secret(name: str) -> str:
+    """`name`, or else the content of the file `{name}_FILE` names (how containers pass secrets)."""
+    value, path = os.environ.get(name, ""), os.environ.get(f"{name}_FILE", "")
+    if value or not path or not os.path.isfile(path):
+        return value
+    return Path(path).read_text().strip()
+
+
+# Secrets written in this repository, now or before (compose file, README, examples):
+# public, so never a signing key. tests/integration/test_security.py keeps the list complete.
+PUBLISHED_SECRETS = frozenset({"change-me-to-a-long-random-secret"})
+MIN_SECRET_BYTES = 32
+
+
+def check_jwt_secret(secret: str) -> None:
+    """Refuse to sign tokens with a secret anyone could know or guess: missing, shorter
+    than 32 bytes, published in this repository, or of fewer than 8 distinct characters."""
+    hint = "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+    if not secret:
+        raise RuntimeError("CANOPY_JWT_SECRET (or the file CANOPY_JWT_SECRET_FILE names) must hold "
+                           f"a random secret; `make run` and `docker compose up` make one, or {hint}")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise RuntimeError(f"CANOPY_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes of random text, {hint}")
+    if secret in PUBLISHED_SECRETS or len(set(secret)) < 8:
+        raise RuntimeError(f"CANOPY_JWT_SECRET is a published or guessable value; use a random one, {hint}")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -23,7 +50,8 @@ class Settings:
     host: str
     port: int
     storage_url: str           # file:///… (default ./.data/storage) or s3://bucket/prefix
-    storage_cache: Path        # local copies of S3 objects, uploads being received, job work files
+    storage_cache: Path        # with S3: local copies of fetched objects (never the objects themselves)
+    work_dir: Path             # this machine's scratch: uploads being received, job work directories
     s3_endpoint: str           # an S3-compatible server (http://host:port); empty: AWS
     s3_cache_bytes: int        # fetched S3 objects kept in storage_cache, least recently used evicted
     run_dir: Path              # generated pygeoapi config and OpenAPI document
@@ -41,6 +69,8 @@ class Settings:
     oidc_audience: str
     oidc_jwks_url: str         # empty: discovered from the issuer's openid-configuration
     oidc_role_claim: str
+    callbacks_allow_private: bool  # subscriber URLs may point inside the network (tests, closed networks)
+    sync_wait_seconds: float   # how long a synchronous execution waits for its job before answering 201
 
 
 @lru_cache(maxsize=1)
@@ -56,10 +86,11 @@ def get_settings() -> Settings:
         port=port,
         storage_url=os.environ.get("CANOPY_STORAGE_URL", (data / "storage").as_uri()),
         storage_cache=Path(os.environ.get("CANOPY_STORAGE_CACHE", data / "storage-cache")),
+        work_dir=Path(os.environ.get("CANOPY_WORK_DIR", data / "work")),
         s3_endpoint=os.environ.get("CANOPY_S3_ENDPOINT", ""),
         s3_cache_bytes=_int("CANOPY_S3_CACHE_BYTES", 100 << 30),
         run_dir=Path(os.environ.get("CANOPY_RUN_DIR", data / "run")),
-        jwt_secret=os.environ.get("CANOPY_JWT_SECRET", ""),
+        jwt_secret=_secret("CANOPY_JWT_SECRET"),
         limit_default=_int("CANOPY_LIMIT_DEFAULT", 100),
         limit_max=_int("CANOPY_LIMIT_MAX", 10000),
         count_cap=_int("CANOPY_COUNT_CAP", 10000),
@@ -73,4 +104,6 @@ def get_settings() -> Settings:
         oidc_audience=os.environ.get("CANOPY_OIDC_AUDIENCE", ""),
         oidc_jwks_url=os.environ.get("CANOPY_OIDC_JWKS_URL", ""),
         oidc_role_claim=os.environ.get("CANOPY_OIDC_ROLE_CLAIM", "canopy_role"),
+        callbacks_allow_private=os.environ.get("CANOPY_CALLBACKS_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
+        sync_wait_seconds=float(os.environ.get("CANOPY_SYNC_WAIT_SECONDS", "30")),
     )

@@ -1,16 +1,18 @@
-"""Where files live: a local directory (default) or S3-compatible object storage
+"""Where kept files live: a local directory (default) or S3-compatible object storage
 (`CANOPY_STORAGE_URL=s3://bucket/prefix`), behind one small interface.
 
 Keys are relative POSIX paths (`scans/3/a.laz`, `rasters/scan-3/chm-<job>.tif`).
-Work happens on local files: `local(key)` is where a file is written before it is
-`publish`ed, `fetch(key)` makes a stored object readable locally. With a local
-directory both are the file itself and `publish` is an atomic rename; with S3 they
-are paths in a cache under CANOPY_DATA_DIR and `publish` uploads. Rasters are read
-in place by GDAL through `gdal_path(key)` (`/vsis3/…` for S3).
+This is the object store only: scratch files (uploads being received, job work
+directories) live in a Workspace (server/workspace.py) and enter the store through
+`publish`. `fetch(key)` makes a stored object readable locally: with a local
+directory it is the file itself, with S3 a copy in a cache under CANOPY_STORAGE_CACHE.
+Rasters are read in place by GDAL through `gdal_path(key)` (`/vsis3/…` for S3).
+An object is removed only when what owns it (a scan file, a raster row) is.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -22,9 +24,6 @@ from urllib.parse import urlparse
 
 
 class Storage(Protocol):
-    def local(self, key: str) -> Path:
-        """A local working path for `key` (its parent directory exists)."""
-
     def fetch(self, key: str) -> Path:
         """The object at `key` as a local file (FileNotFoundError if there is none)."""
 
@@ -71,18 +70,28 @@ class LocalStorage:
             raise ValueError(f"storage key escapes the storage root: {key!r}")
         return target
 
-    def local(self, key: str) -> Path:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target
-
     def fetch(self, key: str) -> Path:
         return self.path(key)
 
     def publish(self, key: str, src: Path) -> None:
-        final = self.local(key)
-        if Path(src).resolve() != final:
+        """An atomic rename; across filesystems (a workspace on another disk) a copy
+        beside the target, renamed into place."""
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if Path(src).resolve() == final:
+            return
+        try:
             os.replace(src, final)
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise
+            partial = final.with_name(f".{final.name}.{os.getpid()}-{threading.get_ident()}.part")
+            try:
+                shutil.copyfile(src, partial)
+                os.replace(partial, final)
+            finally:
+                partial.unlink(missing_ok=True)
+            Path(src).unlink()
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
@@ -122,8 +131,8 @@ class LocalStorage:
 
 class S3Storage:
     """Objects in `s3://bucket/prefix` (any S3-compatible server: `endpoint`), read and
-    written with boto3; GDAL reads rasters in place through `/vsis3/`. Local copies
-    (uploads being received, fetched scans, job work files) live under `cache`."""
+    written with boto3; GDAL reads rasters in place through `/vsis3/`. Fetched copies
+    live under `cache` and are evicted least recently used first."""
 
     CACHE_MIN_AGE = 600.0  # seconds: a copy used more recently than this is never evicted
 
@@ -148,14 +157,14 @@ class S3Storage:
         key = _safe_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def local(self, key: str) -> Path:
+    def _cached(self, key: str) -> Path:
         target = self.cache / _safe_key(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
     def fetch(self, key: str) -> Path:
         """Download `key` into the cache unless the cached copy has the object's ETag."""
-        target = self.local(key)
+        target = self._cached(key)
         tag_file = target.with_name(target.name + ".etag")
         etag = self._head(key)["ETag"]
         if target.exists() and tag_file.exists() and tag_file.read_text() == etag:

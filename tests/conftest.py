@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
+JWT_SECRET = secrets.token_urlsafe(48)   # the server refuses any secret written in the repository
 
 
 class Server(str):
@@ -91,10 +93,12 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60)
 
 
 def _service_env(services, run_dir: Path, **extra_env: str) -> dict:
+    """The environment of a server or worker; `extra_env` adds to it or overrides it."""
     db_url, redis_url = services
-    return dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, CANOPY_RUN_DIR=str(run_dir),
-                CANOPY_DATA_DIR=str(run_dir), CANOPY_JWT_SECRET="test-secret-" + "x" * 32,
-                CANOPY_LOG_LEVEL="INFO", **extra_env)
+    env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, CANOPY_RUN_DIR=str(run_dir),
+               CANOPY_DATA_DIR=str(run_dir), CANOPY_JWT_SECRET=JWT_SECRET, CANOPY_LOG_LEVEL="INFO")
+    env.update(extra_env)
+    return env
 
 
 @contextlib.contextmanager

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import NoReturn
 
 import redis
-from flask import Flask, g, request
-from flask_jwt_extended import (JWTManager, create_access_token, create_refresh_token, get_jwt,
-                                verify_jwt_in_request)
+from flask import Flask, current_app, g, request
+from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token, decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import PyJWTError
 
@@ -23,7 +23,7 @@ from db.access import Principal
 from db.pool import get_pool
 
 from ..errors import Unauthorized
-from ..settings import Settings
+from ..settings import Settings, check_jwt_secret
 from . import oidc
 
 AUDIENCE = "canopy"
@@ -31,8 +31,7 @@ _BLOCK_PREFIX = "canopy:revoked:"
 
 
 def configure(app: Flask, settings: Settings) -> JWTManager:
-    if len(settings.jwt_secret) < 32:
-        raise RuntimeError("CANOPY_JWT_SECRET must be set to at least 32 random characters")
+    check_jwt_secret(settings.jwt_secret)
     app.config.update(
         JWT_SECRET_KEY=settings.jwt_secret,
         JWT_ALGORITHM="HS256",
@@ -47,8 +46,7 @@ def configure(app: Flask, settings: Settings) -> JWTManager:
         JWT_ERROR_MESSAGE_KEY="detail",
     )
     jwt = JWTManager(app)
-    blocklist = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
-    app.extensions["canopy_blocklist"] = blocklist
+    app.extensions["canopy_blocklist"] = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
 
     @jwt.decode_key_loader
     def _key(header: dict, payload: dict):
@@ -62,56 +60,63 @@ def configure(app: Flask, settings: Settings) -> JWTManager:
             raise Unauthorized("unexpected token algorithm")
         return settings.jwt_secret
 
-    @jwt.token_in_blocklist_loader
-    def _revoked(header: dict, payload: dict) -> bool:
-        sid = payload.get("sid")
-        return bool(sid) and blocklist.exists(_BLOCK_PREFIX + sid) == 1
-
-    @jwt.user_lookup_loader
-    def _user(header: dict, payload: dict):
-        if settings.oidc_issuer and payload.get("iss") == settings.oidc_issuer:
-            return oidc.user_for(settings, payload)
-        with get_pool().connection() as conn:
-            row = conn.execute("SELECT id, role, active, token_epoch FROM users WHERE id = %s",
-                               (int(payload["sub"]),)).fetchone()
-        if row is None or not row[2] or row[3] != payload.get("epoch"):
-            return None
-        return Principal(user_id=row[0], role=row[1])
-
-    @jwt.user_lookup_error_loader
-    def _gone(header, payload):
-        raise Unauthorized("this token is no longer valid (user disabled or password changed)")
-
-    def _reject(reason: str):
-        raise Unauthorized(reason, headers={"WWW-Authenticate": 'Bearer realm="canopy", error="invalid_token"'})
-
-    jwt.expired_token_loader(lambda h, p: _reject("the token has expired"))
-    jwt.revoked_token_loader(lambda h, p: _reject("the token has been revoked"))
-    jwt.invalid_token_loader(lambda reason: _reject(f"invalid token: {reason}"))
-    jwt.unauthorized_loader(lambda reason: _reject(reason))
-    jwt.needs_fresh_token_loader(lambda h, p: _reject("a fresh token is required"))
-    jwt.token_verification_failed_loader(lambda h, p: _reject("the token was refused"))
     return jwt
 
 
+def _reject(reason: str) -> NoReturn:
+    raise Unauthorized(reason, headers={"WWW-Authenticate": 'Bearer realm="canopy", error="invalid_token"'})
+
+
+def _revoked(claims: dict) -> bool:
+    sid = claims.get("sid")
+    return bool(sid) and current_app.extensions["canopy_blocklist"].exists(_BLOCK_PREFIX + sid) == 1
+
+
+def _principal(claims: dict) -> Principal | None:
+    """Who the token speaks for, read from the database now (None: disabled, or the
+    password changed since the token was issued)."""
+    settings = current_app.config["CANOPY_SETTINGS"]
+    if settings.oidc_issuer and claims.get("iss") == settings.oidc_issuer:
+        return oidc.user_for(settings, claims)
+    with get_pool().connection() as conn:
+        row = conn.execute("SELECT id, role, active, token_epoch FROM users WHERE id = %s",
+                           (int(claims["sub"]),)).fetchone()
+    if row is None or not row[2] or row[3] != claims.get("epoch"):
+        return None
+    return Principal(user_id=row[0], role=row[1])
+
+
 def authenticate_request() -> None:
-    """Set `g.principal` from the bearer token, if any; a bad token is a 401 on every route."""
-    g.principal = None
+    """Set `g.principal` and `g.claims` from the bearer token, if any, on every method;
+    a bad token is a 401 on every route.
+
+    The token is decoded here rather than by `verify_jwt_in_request`, which skips OPTIONS
+    and leaves nothing to read: OPTIONS answers what the caller may do, so it needs them."""
+    g.principal, g.claims = None, {}
     header = request.headers.get("Authorization", "")
     if not header:
         return
     if not header.startswith("Bearer "):
         raise Unauthorized("use `Authorization: Bearer <token>`")
-    refresh = request.path == "/auth/refresh"
     try:
-        verify_jwt_in_request(refresh=refresh)
+        claims = decode_token(header.removeprefix("Bearer ").strip())
     except (JWTExtendedException, PyJWTError) as err:
-        raise Unauthorized(f"invalid token: {err}",
-                           headers={"WWW-Authenticate": 'Bearer realm="canopy", error="invalid_token"'})
-    from flask_jwt_extended import current_user
-    if get_jwt().get("type") == "refresh" and not refresh:
-        raise Unauthorized("a refresh token cannot be used for this request; use it at /auth/refresh")
-    g.principal = current_user
+        _reject(f"invalid token: {err}")
+    wanted = "refresh" if request.path == "/auth/refresh" else "access"
+    if claims.get("type") != wanted:
+        _reject("a refresh token is only for /auth/refresh" if wanted == "access"
+                else "send the refresh token, not an access token")
+    if _revoked(claims):
+        _reject("the token has been revoked")
+    principal = _principal(claims)
+    if principal is None:
+        _reject("this token is no longer valid (user disabled or password changed)")
+    g.principal, g.claims = principal, claims
+
+
+def claims() -> dict:
+    """The verified claims of the request's token ({} without one)."""
+    return g.get("claims", {})
 
 
 def issue_tokens(user_id: int, epoch: int, sid: str | None = None) -> dict:

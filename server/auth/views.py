@@ -5,7 +5,6 @@ from __future__ import annotations
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Blueprint, current_app, jsonify, request
-from flask_jwt_extended import get_jwt
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from psycopg import sql
@@ -14,7 +13,7 @@ from db.pool import get_pool
 
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from . import policy
-from .tokens import issue_tokens, revoke_session
+from .tokens import claims as token_claims, issue_tokens, revoke_session
 
 bp = Blueprint("auth", __name__)
 limiter = Limiter(get_remote_address, strategy="moving-window", headers_enabled=True, key_prefix="canopy-limits")
@@ -72,8 +71,8 @@ def token():
 
 @bp.post("/auth/refresh")
 def refresh():
-    claims = get_jwt() if policy.current() else None
-    if not claims or claims.get("type") != "refresh":
+    claims = token_claims()
+    if claims.get("type") != "refresh":
         raise Unauthorized("send the refresh token as `Authorization: Bearer <refresh token>`")
     access = issue_tokens(int(claims["sub"]), claims["epoch"], sid=claims["sid"])["access_token"]
     return jsonify(access_token=access, token_type="Bearer",
@@ -83,7 +82,7 @@ def refresh():
 @bp.post("/auth/logout")
 def logout():
     policy.require_user()
-    sid = get_jwt().get("sid")
+    sid = token_claims().get("sid")
     if sid:
         revoke_session(current_app, current_app.config["CANOPY_SETTINGS"], sid)
     return "", 204
@@ -145,7 +144,7 @@ def create_user():
     return jsonify(_user_json(row)), 201
 
 
-@bp.patch("/admin/users/<int:user_id>")
+@bp.patch("/admin/users/<id:user_id>")
 def update_user(user_id: int):
     """Role, active flag or password of a user; password and deactivation revoke tokens."""
     policy.require_admin()
@@ -210,7 +209,7 @@ def create_project():
     return jsonify(_project_json(row)), 201
 
 
-@bp.get("/projects/<int:project_id>")
+@bp.get("/projects/<id:project_id>")
 def get_project(project_id: int):
     policy.require_project(project_id, policy.READ)
     with get_pool().connection() as conn:
@@ -218,7 +217,7 @@ def get_project(project_id: int):
     return jsonify(_project_json(row))
 
 
-@bp.patch("/projects/<int:project_id>")
+@bp.patch("/projects/<id:project_id>")
 def update_project(project_id: int):
     policy.require_project(project_id, policy.MANAGE)
     data = _body()
@@ -234,7 +233,7 @@ def update_project(project_id: int):
     return jsonify(_project_json(row))
 
 
-@bp.delete("/projects/<int:project_id>")
+@bp.delete("/projects/<id:project_id>")
 def delete_project(project_id: int):
     policy.require_project(project_id, policy.MANAGE)
     with get_pool().connection() as conn:
@@ -242,7 +241,7 @@ def delete_project(project_id: int):
     return "", 204
 
 
-@bp.get("/projects/<int:project_id>/members")
+@bp.get("/projects/<id:project_id>/members")
 def list_members(project_id: int):
     policy.require_project(project_id, policy.READ)
     with get_pool().connection() as conn:
@@ -251,7 +250,7 @@ def list_members(project_id: int):
     return jsonify(members=[{"user_id": r[0], "username": r[1], "role": r[2]} for r in rows])
 
 
-@bp.put("/projects/<int:project_id>/members/<int:user_id>")
+@bp.put("/projects/<id:project_id>/members/<id:user_id>")
 def put_member(project_id: int, user_id: int):
     policy.require_project(project_id, policy.MANAGE)
     role = _body("role")["role"]
@@ -266,7 +265,7 @@ def put_member(project_id: int, user_id: int):
     return jsonify(project_id=project_id, user_id=user_id, role=role)
 
 
-@bp.delete("/projects/<int:project_id>/members/<int:user_id>")
+@bp.delete("/projects/<id:project_id>/members/<id:user_id>")
 def delete_member(project_id: int, user_id: int):
     policy.require_project(project_id, policy.MANAGE)
     with get_pool().connection() as conn:

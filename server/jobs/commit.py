@@ -1,7 +1,8 @@
 """Committing a job's outcome in one step: files published to storage and every row
 (rasters, trees, crowns, plot metrics, scan facts, the job's own state) written in
 one transaction. A re-run replaces the outputs of the same kind for the same scan,
-so running a job twice leaves one result, never two.
+so running a job twice leaves one result, never two. A tile's success settles its
+fan-out parent in that same transaction (store.settle_parent).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from psycopg import Connection
 
 from db.pool import get_pool
 from processes.base import Outcome
+
+from . import store
 
 log = logging.getLogger("canopy.jobs")
 
@@ -51,7 +54,9 @@ def _delete(ctx, keys: list[str]) -> None:
             log.warning("could not delete %s from storage", key, exc_info=True)
 
 
-def commit(job: dict, outcome: Outcome, ctx) -> dict:
+def commit(job: dict, outcome: Outcome, ctx) -> tuple[dict, store.Changes]:
+    """Publish and record the outcome; returns the job's results and what follows for
+    its parent (store.Changes)."""
     job_id = job["id"]
     published = _publish_files(outcome, ctx, job_id)
     replaced: list[str] = []
@@ -60,17 +65,19 @@ def commit(job: dict, outcome: Outcome, ctx) -> dict:
             for art in outcome.artifacts:
                 replaced += _WRITERS[art["kind"]](conn, art, job)
             results = _results(conn, outcome, job)
+            parent_id = store.lock_parent(conn, job_id)
             row = conn.execute("UPDATE jobs SET status = 'successful', progress = 100, message = 'done', "
                                "results = %s, updated = now(), job_end_datetime = now(), mimetype = "
                                "'application/json' WHERE identifier = %s AND status = 'running' RETURNING 1",
                                (json.dumps(results), job_id)).fetchone()
             if row is None:
                 raise Superseded(f"job {job_id} is no longer running")
+            changes = store.settle_parent(conn, parent_id)
     except BaseException:
         _delete(ctx, published)
         raise
     _delete(ctx, replaced)                   # files of outputs this commit replaced
-    return results
+    return results, changes
 
 
 def apply(artifacts: list[dict], job: dict) -> None:

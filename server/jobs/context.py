@@ -13,6 +13,7 @@ from db.pool import get_pool
 
 from ..settings import Settings
 from ..storage import storage_of
+from ..workspace import workspace_of
 from . import events, store
 
 _MIN_INTERVAL = 0.5     # seconds between progress writes (the last one always goes out)
@@ -23,11 +24,8 @@ class WorkerContext:
         self.job = job
         self.job_id = job["id"]
         self.storage = storage_of(settings)
-        self.workdir = self.storage.local(f"tmp/jobs/{self.job_id}")
-        shutil.rmtree(self.workdir, ignore_errors=True)       # leftovers of an earlier attempt
-        self.workdir.mkdir(parents=True)
-        root = job["parent_id"] or self.job_id
-        self.parts_key = f"tmp/fanout/{root}"               # shared by a job and its children
+        self.workdir = workspace_of(settings).job_dir(self.job_id)   # scratch, on this machine
+        self.parts_key = parts_prefix(job["parent_id"] or self.job_id)   # shared by a job and its children
         self._dismissed = dismissed
         self._dismissed_error = dismissed_error
         self._last = (0.0, -1)
@@ -113,5 +111,7 @@ class WorkerContext:
             self.storage.delete_prefix(self.parts_key)
 
 
-def workdirs_root(settings: Settings) -> Path:
-    return storage_of(settings).local("tmp/jobs")
+def parts_prefix(root_job_id: str) -> str:
+    """Where a fan-out's tiles share their parts in the object store (removed when the
+    parent reaches a final state)."""
+    return f"tmp/fanout/{root_job_id}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from functools import lru_cache
 from typing import Callable, Iterator
@@ -45,12 +46,37 @@ def sse(job_id: str, load_current: Callable[[], dict], final: tuple[str, ...],
         while True:
             message = pubsub.get_message(timeout=keepalive)
             if message is None:
+                current = load_current()          # an event lost while Redis was away is not waited for
+                if current["status"] in final:
+                    yield _frame(current)
+                    return
                 yield ": keep-alive\n\n"
                 continue
             data = json.loads(message["data"])
             yield _frame(data)
             if data["status"] in final:
                 return
+    finally:
+        pubsub.close()
+
+
+def wait_final(job_id: str, load: Callable[[], dict], final: tuple[str, ...], timeout: float) -> dict:
+    """Wait up to `timeout` seconds for a job to reach a final state; returns its last
+    row (`load()`). Woken by the job's events, and re-reads the row every second in
+    case one was lost."""
+    deadline = time.monotonic() + timeout
+    pubsub = _redis().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel(job_id))
+    try:
+        while True:
+            job = load()
+            if job["status"] in final or time.monotonic() >= deadline:
+                return job
+            until = min(deadline, time.monotonic() + 1.0)
+            while (left := until - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=left)
+                if message is not None and json.loads(message["data"])["status"] in final:
+                    break
     finally:
         pubsub.close()
 

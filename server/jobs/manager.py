@@ -8,7 +8,9 @@ from pygeoapi.process.base import JobNotFoundError
 from pygeoapi.process.manager.base import BaseManager
 from pygeoapi.util import JobStatus
 
+from ..settings import get_settings
 from . import store
+from .follow import follow_up
 from .queue import enqueue
 
 
@@ -42,7 +44,9 @@ class CanopyManager(BaseManager):
         return "application/json", job["results"]
 
     def delete_job(self, job_id: str) -> bool:
-        return store.dismiss(job_id) is not None
+        previous, changes = store.dismiss(job_id)
+        follow_up(changes, get_settings())
+        return previous is not None
 
     def _execute_handler_async(self, p, job_id, data_dict, requested_outputs=None, subscriber=None,
                                requested_response=None):

@@ -8,6 +8,7 @@ carry a job id and find everything else in the table.
 from __future__ import annotations
 
 import os
+import signal
 from datetime import datetime, timedelta, timezone
 
 from huey import RedisHuey
@@ -20,7 +21,14 @@ huey = RedisHuey("canopy", url=os.environ.get("REDIS_URL") or "redis://127.0.0.1
 @huey.task(name="canopy.run_job")
 def run_job_task(job_id: str) -> None:
     from .runner import run_job
-    run_job(job_id)
+    run_job(job_id, on_stuck=_kill_this_worker)
+
+
+def _kill_this_worker() -> None:
+    """A dismissed job that ignores its dismissal is stopped with the process running it
+    (a Huey process worker: the consumer starts a fresh one). Only ever called in a
+    worker: the web server runs no jobs."""
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def task_for(job_id: str, delay: float = 0):

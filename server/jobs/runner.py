@@ -1,10 +1,13 @@
 """Running one job on a worker: claim it, heartbeat, report progress, commit or fail.
 
-Failures are sorted here: bad input fails the job at once with the user's message;
-a database or Redis outage is retried with backoff (after the last attempt the job
-fails and a dead letter keeps inputs, error and traceback); a bug fails it with a
-dead letter; a worker shutting down requeues it; a dismissal stops it cooperatively
-at the next progress step and, past a grace period, by killing the worker process.
+Only Huey workers run jobs (never the web server: a synchronous execution waits on
+the queue). Failures are sorted here: bad input fails the job at once with the
+user's message; a database or Redis outage is retried with backoff (after the last
+attempt the job fails and a dead letter keeps inputs, error and traceback); a bug
+fails it with a dead letter; a worker shutting down requeues it; a dismissal stops
+it cooperatively at the next progress step and, past a grace period, through the
+`on_stuck` the worker gives (the Huey task kills its worker process, which the
+consumer replaces).
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import threading
 import time
 import traceback as tb
 from pathlib import Path
+from typing import Callable
 
 import psycopg
 import redis
@@ -27,6 +30,7 @@ from processes.lidar.errors import LidarError
 from ..settings import get_settings
 from . import callbacks, commit, events, registry, store
 from .context import WorkerContext
+from .follow import follow_up
 
 log = logging.getLogger("canopy.jobs")
 
@@ -41,19 +45,22 @@ class JobDismissed(Exception):
 
 
 class Heartbeat(threading.Thread):
-    """Keeps the job's heartbeat fresh and watches for dismissal; if the process does not
-    stop by itself within the grace period, the worker process is killed (the consumer
-    starts a fresh one)."""
+    """Keeps a running job's heartbeat fresh and watches for its dismissal: `dismissed`
+    is set at once (the process stops at its next progress step); if it has not stopped
+    `grace` seconds later, `on_stuck` is called once. Stopped with `stop()`, then
+    joinable like any thread."""
 
-    def __init__(self, job_id: str):
+    def __init__(self, job_id: str, *, interval: float = HEARTBEAT_SECONDS, grace: float = DISMISS_GRACE_SECONDS,
+                 on_stuck: Callable[[], None] | None = None):
         super().__init__(daemon=True, name=f"heartbeat-{job_id[:8]}")
         self.job_id = job_id
+        self.interval, self.grace, self.on_stuck = interval, grace, on_stuck
         self.dismissed = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()      # not `_stop`: threading.Thread has a method of that name
 
     def run(self) -> None:
         dismissed_at = None
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        while not self._halt.wait(self.interval):
             try:
                 status = store.heartbeat(self.job_id)
             except TRANSIENT:
@@ -61,15 +68,18 @@ class Heartbeat(threading.Thread):
             if status == "dismissed" and dismissed_at is None:
                 dismissed_at = time.monotonic()
                 self.dismissed.set()
-            if dismissed_at is not None and time.monotonic() - dismissed_at > DISMISS_GRACE_SECONDS:
-                log.warning("job %s ignored its dismissal; stopping the worker process", self.job_id)
-                os.kill(os.getpid(), signal.SIGKILL)
+            if dismissed_at is not None and time.monotonic() - dismissed_at > self.grace:
+                log.warning("job %s ignored its dismissal for %.0f s", self.job_id, self.grace)
+                if self.on_stuck is not None:
+                    self.on_stuck()
+                return
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
 
-def run_job(job_id: str) -> None:
+def run_job(job_id: str, on_stuck: Callable[[], None] | None = None) -> None:
+    """Run a queued job on this worker (`on_stuck`: see Heartbeat)."""
     try:
         job = store.claim(job_id)
     except TRANSIENT:
@@ -78,24 +88,22 @@ def run_job(job_id: str) -> None:
     if job is None:
         return                                   # dismissed, finished, or taken by another worker
     settings = get_settings()
-    heartbeat = Heartbeat(job_id)
+    heartbeat = Heartbeat(job_id, on_stuck=on_stuck)
     ctx = WorkerContext(job, settings, heartbeat.dismissed, JobDismissed)
     subscriber = (job["inputs"] or {}).get("subscriber")
     final = True
     heartbeat.start()
     try:
         events.publish(job_id, "running", 0, "running")
-        callbacks.notify(subscriber, "inProgressUri", {"jobID": job_id, "status": "running"})
+        _notify(subscriber, "inProgressUri", {"jobID": job_id, "status": "running"})
         processor = registry.processor(job["process_id"])
         outcome = processor.run(job["inputs"]["inputs"], ctx)
-        results = commit.commit(job, outcome, ctx)
+        results, changes = commit.commit(job, outcome, ctx)
         events.publish(job_id, "successful", 100, "done")
-        callbacks.notify(subscriber, "successUri", results)
-        if job["parent_id"] and store.release_parent(job["parent_id"]):
-            from .queue import enqueue
-            enqueue(job["parent_id"])
+        _notify(subscriber, "successUri", results)
+        follow_up(changes, settings)
     except WaitForChildren as waiting:
-        store.wait_for_children(job_id, int(str(waiting)))
+        follow_up(store.wait_for_children(job_id, int(str(waiting))), settings)
         final = False
     except (JobDismissed, commit.Superseded):
         events.publish(job_id, "dismissed", job["progress"], "dismissed")
@@ -117,21 +125,22 @@ def run_job(job_id: str) -> None:
         _fail(job, f"internal error: {err}", tb.format_exc(), dead_letter=True, subscriber=subscriber)
     finally:
         heartbeat.stop()
+        heartbeat.join(timeout=5)
         ctx.cleanup(final=final)
+
+
+def _notify(subscriber: dict | None, key: str, body: dict) -> None:
+    callbacks.notify(subscriber, key, body, allow_private=get_settings().callbacks_allow_private)
 
 
 def _fail(job: dict, message: str, trace: str | None, *, dead_letter: bool, subscriber: dict | None) -> None:
     try:
-        store.fail(job["id"], message, traceback=trace, dead_letter=dead_letter)
-        if job["parent_id"]:                      # a tile that cannot succeed fails its scan
-            parent = f"tile {job['tile_index']} failed: {message}"
-            store.fail(job["parent_id"], parent)
-            store.dismiss(job["parent_id"])       # stops the other tiles (the parent stays failed)
-            events.publish(job["parent_id"], "failed", 0, parent)
+        changes = store.fail(job["id"], message, traceback=trace, dead_letter=dead_letter)  # a tile's fails its parent
     except TRANSIENT:
         return                                    # the reaper will see the stale heartbeat
     events.publish(job["id"], "failed", job["progress"], message)
-    callbacks.notify(subscriber, "failedUri", {"jobID": job["id"], "status": "failed", "message": message})
+    _notify(subscriber, "failedUri", {"jobID": job["id"], "status": "failed", "message": message})
+    follow_up(changes, get_settings())
 
 
 def _record_failure(job: dict, message: str) -> None:

@@ -1,19 +1,29 @@
 """Jobs in PostGIS: their state machine, progress, heartbeats and dead letters.
 
 accepted → running → successful | failed | dismissed; a running job whose worker
-died goes back to accepted (the reaper) for a bounded number of attempts.
+died goes back to accepted (the reaper) for a bounded number of attempts; any job,
+finished or not, can be dismissed (its results are then removed).
 Every transition is one conditional UPDATE, so two workers or a worker and a
 dismissal can never both win.
+
+Fan-out: a parent job waits (running, no heartbeat) while its child jobs (tiles) run.
+Every final transition of a child — successful, failed, reaped, dismissed — settles
+its parent in the same transaction (`settle_parent`): the parent goes back to the
+queue once every child succeeded, and fails (its other children dismissed) as soon
+as one cannot succeed. A transaction that changes a child locks its parent's row
+first, so concurrent children settle one after the other and never deadlock.
+What must happen after the commit (queueing, events) is returned as `Changes`.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg import sql
+from psycopg import Connection, sql
 
 from db.access import Principal, visible_projects, writable_projects
 from db.pool import get_pool
@@ -21,6 +31,22 @@ from db.pool import get_pool
 FINAL = ("successful", "failed", "dismissed")
 _COLS = ("identifier, process_id, status, progress, message, created, job_start_datetime, job_end_datetime, "
          "updated, owner_id, project_id, inputs, results, attempts, error, huey_task_id, parent_id, tile_index")
+
+
+@dataclass
+class Changes:
+    """What a committed transition implies for other jobs: a parent released (to queue
+    again) or failed (with its message and subscriber), jobs dismissed with it, and
+    fan-outs that ended (their shared parts can go)."""
+
+    released: str | None = None
+    failed: tuple[str, int, str, dict | None] | None = None     # (parent id, progress, message, subscriber)
+    dismissed: list[tuple[str, int]] = field(default_factory=list)   # (job id, progress)
+    ended: list[str] = field(default_factory=list)             # fan-out parents now final
+
+    def __or__(self, other: "Changes") -> "Changes":
+        return Changes(self.released or other.released, self.failed or other.failed,
+                       self.dismissed + other.dismissed, self.ended + other.ended)
 
 
 def _row(r) -> dict[str, Any]:
@@ -134,8 +160,9 @@ def requeue(job_id: str, message: str) -> bool:
     return row is not None
 
 
-def fail(job_id: str, message: str, *, traceback: str | None = None, dead_letter: bool = False) -> None:
+def fail(job_id: str, message: str, *, traceback: str | None = None, dead_letter: bool = False) -> Changes:
     with get_pool().connection() as conn, conn.transaction():
+        parent_id = lock_parent(conn, job_id)
         row = conn.execute("UPDATE jobs SET status = 'failed', message = %s, error = %s, traceback = %s, "
                            "updated = now(), job_end_datetime = now() WHERE identifier = %s "
                            "AND status IN ('accepted', 'running') RETURNING process_id, inputs, attempts",
@@ -144,19 +171,29 @@ def fail(job_id: str, message: str, *, traceback: str | None = None, dead_letter
             conn.execute("INSERT INTO dead_letters (job_id, process_id, inputs, error, traceback, attempts) "
                          "VALUES (%s, %s, %s, %s, %s, %s)",
                          (job_id, row[0], json.dumps(row[1]), message, traceback, row[2]))
+        return settle_parent(conn, parent_id) if row else Changes()
 
 
-def dismiss(job_id: str) -> str | None:
-    """Mark a queued or running job (and its child jobs) dismissed; returns the status it had."""
-    with get_pool().connection() as conn:
-        conn.execute("UPDATE jobs SET status = 'dismissed', message = 'dismissed with its parent', updated = now(), "
-                     "job_end_datetime = now() WHERE parent_id = %s AND status IN ('accepted', 'running')", (job_id,))
-        row = conn.execute(
-            "UPDATE jobs j SET status = 'dismissed', message = 'dismissed', updated = now(), "
-            "job_end_datetime = now() FROM (SELECT identifier, status FROM jobs WHERE identifier = %s FOR UPDATE) old "
-            "WHERE j.identifier = old.identifier AND j.status IN ('accepted', 'running') RETURNING old.status",
-            (job_id,)).fetchone()
-    return row[0] if row else None
+def dismiss(job_id: str) -> tuple[str | None, Changes]:
+    """Dismiss a job in any state (OGC API - Processes /req/dismiss), with its child jobs:
+    queued and running ones stop, finished ones lose their results. Returns the status
+    the job had (None if there is no such job) and what follows for other jobs."""
+    with get_pool().connection() as conn, conn.transaction():
+        parent_id = lock_parent(conn, job_id)
+        old = conn.execute("SELECT status FROM jobs WHERE identifier = %s FOR UPDATE", (job_id,)).fetchone()
+        if old is None:
+            return None, Changes()
+        children = conn.execute(
+            "UPDATE jobs SET status = 'dismissed', message = 'dismissed with its parent', results = NULL, "
+            "updated = now(), job_end_datetime = coalesce(job_end_datetime, now()) "
+            "WHERE parent_id = %s AND status <> 'dismissed' RETURNING identifier, progress", (job_id,)).fetchall()
+        has_children = conn.execute("SELECT EXISTS (SELECT 1 FROM jobs WHERE parent_id = %s)", (job_id,)).fetchone()[0]
+        changes = Changes(dismissed=[(r[0], r[1]) for r in children], ended=[job_id] if has_children else [])
+        if old[0] == "dismissed":
+            return old[0], changes
+        conn.execute("UPDATE jobs SET status = 'dismissed', message = 'dismissed', results = NULL, updated = now(), "
+                     "job_end_datetime = coalesce(job_end_datetime, now()) WHERE identifier = %s", (job_id,))
+        return old[0], changes | settle_parent(conn, parent_id)
 
 
 def lost_in_queue(older_than: float) -> list[str]:
@@ -171,24 +208,37 @@ def lost_in_queue(older_than: float) -> list[str]:
     return [r[0] for r in rows]
 
 
-def reap(stale_seconds: float, max_attempts: int) -> list[tuple[str, str]]:
+def reap(stale_seconds: float, max_attempts: int) -> list[tuple[str, str, int, Changes]]:
     """Running jobs whose heartbeat went stale (their worker died): back to accepted,
-    or failed with a dead letter after the last attempt. Returns (job id, new status)."""
-    with get_pool().connection() as conn, conn.transaction():
-        rows = conn.execute(
-            "UPDATE jobs SET status = CASE WHEN attempts >= %s THEN 'failed' ELSE 'accepted' END, "
-            "message = CASE WHEN attempts >= %s THEN 'failed: the worker stopped responding on every attempt' "
-            "ELSE 'requeued: the worker stopped responding' END, updated = now(), "
-            "job_end_datetime = CASE WHEN attempts >= %s THEN now() END "
-            "WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => %s) "
-            "RETURNING identifier, status, process_id, inputs, attempts",
-            (max_attempts, max_attempts, max_attempts, stale_seconds)).fetchall()
-        for job_id, status, process_id, inputs, attempts in rows:
-            if status == "failed":
-                conn.execute("INSERT INTO dead_letters (job_id, process_id, inputs, error, attempts) "
-                             "VALUES (%s, %s, %s, 'worker lost on every attempt', %s)",
-                             (job_id, process_id, json.dumps(inputs), attempts))
-    return [(r[0], r[1]) for r in rows]
+    or failed with a dead letter after the last attempt (which settles a tile's parent).
+    Returns (job id, new status, progress, what follows) for each."""
+    with get_pool().connection() as conn:
+        stale = [r[0] for r in conn.execute(
+            "SELECT identifier FROM jobs WHERE status = 'running' AND heartbeat_at < now() - "
+            "make_interval(secs => %s)", (stale_seconds,)).fetchall()]
+        reaped = []
+        for job_id in stale:
+            with conn.transaction():
+                parent_id = lock_parent(conn, job_id)
+                row = conn.execute(
+                    "UPDATE jobs SET status = CASE WHEN attempts >= %s THEN 'failed' ELSE 'accepted' END, "
+                    "message = CASE WHEN attempts >= %s THEN 'failed: the worker stopped responding on every attempt' "
+                    "ELSE 'requeued: the worker stopped responding' END, updated = now(), "
+                    "job_end_datetime = CASE WHEN attempts >= %s THEN now() END "
+                    "WHERE identifier = %s AND status = 'running' AND heartbeat_at < now() - make_interval(secs => %s) "
+                    "RETURNING status, process_id, inputs, attempts, progress",
+                    (max_attempts, max_attempts, max_attempts, job_id, stale_seconds)).fetchone()
+                if row is None:                         # it came back to life, or another reaper took it
+                    continue
+                status, process_id, inputs, attempts, progress = row
+                changes = Changes()
+                if status == "failed":
+                    conn.execute("INSERT INTO dead_letters (job_id, process_id, inputs, error, attempts) "
+                                 "VALUES (%s, %s, %s, 'worker lost on every attempt', %s)",
+                                 (job_id, process_id, json.dumps(inputs), attempts))
+                    changes = settle_parent(conn, parent_id)
+                reaped.append((job_id, status, progress, changes))
+    return reaped
 
 
 # -- fan-out: a parent job and its child jobs ------------------------------------------------------
@@ -209,24 +259,58 @@ def create_children(parent: dict, process_id: str, inputs: list[dict], ids: list
                   parent["id"], n) for n, (i, inp, t) in enumerate(zip(ids, inputs, task_ids))])
 
 
-def wait_for_children(job_id: str, n: int) -> None:
-    """The parent gives its worker back: no heartbeat (the reaper leaves it alone) until
-    its last child succeeds and `release_parent` queues it again."""
-    with get_pool().connection() as conn:
-        conn.execute("UPDATE jobs SET heartbeat_at = NULL, message = %s, updated = now() "
-                     "WHERE identifier = %s AND status = 'running'", (f"waiting for {n} tiles", job_id))
+def wait_for_children(job_id: str, n: int) -> Changes:
+    """The parent gives its worker back: no heartbeat (the reaper leaves it alone); its
+    children settle it when they end. Children that ended before it started waiting
+    settle it here."""
+    with get_pool().connection() as conn, conn.transaction():
+        row = conn.execute("UPDATE jobs SET heartbeat_at = NULL, message = %s, updated = now() "
+                           "WHERE identifier = %s AND status = 'running' RETURNING 1",
+                           (f"waiting for {n} tiles", job_id)).fetchone()
+        return settle_parent(conn, job_id) if row else Changes()
 
 
-def release_parent(parent_id: str) -> bool:
-    """After a child succeeded: if every sibling has too, the parent goes back to the queue
-    (exactly one child wins this UPDATE)."""
-    with get_pool().connection() as conn:
-        row = conn.execute(
-            "UPDATE jobs p SET status = 'accepted', attempts = 0, message = 'merging tiles', updated = now() "
-            "WHERE p.identifier = %s AND p.status = 'running' AND p.heartbeat_at IS NULL AND NOT EXISTS "
-            "(SELECT 1 FROM jobs c WHERE c.parent_id = p.identifier AND c.status <> 'successful') RETURNING 1",
-            (parent_id,)).fetchone()
-    return row is not None
+def lock_parent(conn: Connection, job_id: str) -> str | None:
+    """Lock the parent of `job_id` (if it has one) for this transaction; returns its id.
+    Every transaction that changes a child's status calls this first."""
+    row = conn.execute("SELECT parent_id FROM jobs WHERE identifier = %s", (job_id,)).fetchone()
+    if not row or not row[0]:
+        return None
+    conn.execute("SELECT 1 FROM jobs WHERE identifier = %s FOR UPDATE", (row[0],))
+    return row[0]
+
+
+def settle_parent(conn: Connection, parent_id: str | None) -> Changes:
+    """After a child of `parent_id` ended (its row locked by `lock_parent`): a waiting parent whose
+    children all succeeded goes back to the queue to merge them; one with a failed or
+    dismissed child fails, and its other children are dismissed. A parent not waiting
+    (still fanning out, or already final) is left alone: it settles itself when it
+    starts waiting (`wait_for_children`), or has nothing to wait for."""
+    if parent_id is None:
+        return Changes()
+    parent = conn.execute("SELECT status, heartbeat_at IS NULL, inputs->'subscriber', progress FROM jobs "
+                          "WHERE identifier = %s", (parent_id,)).fetchone()
+    if parent is None or parent[0] != "running" or not parent[1]:
+        return Changes()
+    kids = conn.execute("SELECT tile_index, status, message FROM jobs WHERE parent_id = %s ORDER BY tile_index",
+                        (parent_id,)).fetchall()
+    broken = next((k for k in kids if k[1] in ("failed", "dismissed")), None)
+    if broken:
+        index, status, message = broken
+        why = f"tile {index} failed: {message}" if status == "failed" else f"tile {index} was dismissed"
+        conn.execute("UPDATE jobs SET status = 'failed', message = %s, error = %s, updated = now(), "
+                     "job_end_datetime = now() WHERE identifier = %s", (why[:2000], why, parent_id))
+        others = conn.execute("UPDATE jobs SET status = 'dismissed', message = 'dismissed: another tile failed', "
+                              "updated = now(), job_end_datetime = now() "
+                              "WHERE parent_id = %s AND status IN ('accepted', 'running') "
+                              "RETURNING identifier, progress", (parent_id,)).fetchall()
+        return Changes(failed=(parent_id, parent[3], why, parent[2]), dismissed=[(r[0], r[1]) for r in others],
+                       ended=[parent_id])
+    if kids and all(k[1] == "successful" for k in kids):
+        conn.execute("UPDATE jobs SET status = 'accepted', attempts = 0, message = 'merging tiles', updated = now() "
+                     "WHERE identifier = %s", (parent_id,))
+        return Changes(released=parent_id)
+    return Changes()
 
 
 def parent_progress(parent_id: str, share: float = 0.85) -> dict | None:

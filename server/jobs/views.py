@@ -3,6 +3,8 @@
 pygeoapi still lists and describes the processes (`/processes`, `/processes/{id}`);
 execution and jobs are served here because pygeoapi 0.21 runs async jobs on a thread
 in the web process, ignores paging on `/jobs` and cannot stop a running job.
+Every job runs on a Huey worker, synchronous ones included: the request waits for
+the job (at most CANOPY_SYNC_WAIT_SECONDS, then it answers like an asynchronous one).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from db.pool import get_pool
 from ..auth import policy
 from ..errors import BadRequest, CanopyError, Forbidden, NotFound
 from . import callbacks, events, registry, store
+from .follow import follow_up
 from .queue import push, revoke, task_for
 
 bp = Blueprint("jobs", __name__)
@@ -128,24 +131,26 @@ def execute(process_id: str):
             policy.require_project(project_id, policy.WRITE)
         except NotFound:
             raise NotFound(f"no scan {inputs['scan']}")
+    settings = current_app.config["CANOPY_SETTINGS"]
     try:
-        subscriber = callbacks.validate(body.get("subscriber"))
+        subscriber = callbacks.validate(body.get("subscriber"), allow_private=settings.callbacks_allow_private)
     except ValueError as err:
         raise BadRequest(str(err))
     wants_async = "respond-async" in request.headers.get("Prefer", "")
-    run_here = not wants_async and processor.sync and float(inputs.get("delay", 0)) <= SYNC_MAX_SECONDS
+    sync = not wants_async and processor.sync and float(inputs.get("delay", 0)) <= SYNC_MAX_SECONDS
     job_id = store.new_id()
-    task = None if run_here else task_for(job_id)
+    task = task_for(job_id)
     job = store.create(process_id, inputs, principal.user_id, project_id, subscriber, job_id=job_id,
-                       task_id=task.id if task else None)
-    if run_here:
-        from .runner import run_job
-        run_job(job_id)                   # small and fast: run it here, same code path as a worker
-        job = store.get(job_id, check=False)
+                       task_id=task.id)
+    push(task)
+    if sync:
+        job = events.wait_final(job_id, lambda: store.get(job_id, check=False), store.FINAL,
+                                settings.sync_wait_seconds)
         if job["status"] == "successful":
             return jsonify(absolute_links(job["results"]))
-        raise CanopyError(job["message"] or "the process failed", status=400, code="ProcessFailed")
-    push(task)
+        if job["status"] in store.FINAL:
+            raise CanopyError(job["message"] or "the process failed", status=400, code="ProcessFailed")
+        # not done in time (no worker free): the client follows the job like an asynchronous one
     headers = {"Location": status_info(job)["links"][0]["href"]}
     if wants_async:
         headers["Preference-Applied"] = "respond-async"
@@ -207,11 +212,12 @@ def dismiss_job(job_id: str):
         if policy.current() is None:
             policy.require_user()
         raise Forbidden("only the job's owner, an editor of its project or an administrator may dismiss it")
-    previous = store.dismiss(job_id)
+    previous, changes = store.dismiss(job_id)      # any state: a finished job loses its results
     if previous == "accepted":
         revoke(job["huey_task_id"])      # never starts; the worker would skip it anyway
-    if previous is not None:
-        events.publish(job_id, "dismissed", job["progress"], "dismissed")
+    if previous not in (None, "dismissed"):
+        events.publish(job_id, "dismissed", job["progress"], "dismissed")   # open event streams end
+    follow_up(changes, current_app.config["CANOPY_SETTINGS"])
     return jsonify(status_info(store.get(job_id, check=False)))
 
 
@@ -222,6 +228,8 @@ def job_results(job_id: str):
         return jsonify(absolute_links(job["results"]))
     if job["status"] == "failed":
         raise CanopyError(job["message"] or "the job failed", status=422, code="ProcessFailed")
+    if job["status"] == "dismissed":
+        raise NotFound(f"job {job_id} was dismissed: its results were removed", code="no-such-job")
     raise NotFound(f"job {job_id} is {job['status']}: no results", code="result-not-ready")
 
 

@@ -19,10 +19,10 @@ import threading
 from huey.consumer import Consumer
 
 from ..settings import get_settings
-from ..storage import storage_of
 from ..uploads.complete import purge_expired
-from . import store
-from .context import workdirs_root
+from ..workspace import workspace_of
+from . import events, store
+from .follow import follow_up
 from .queue import enqueue, huey
 from .runner import MAX_ATTEMPTS, cleanup_workdirs
 
@@ -32,17 +32,21 @@ REAP_EVERY = float(os.environ.get("CANOPY_REAP_EVERY", "5"))
 
 
 def reap_once() -> None:
-    for job_id, status in store.reap(STALE_SECONDS, MAX_ATTEMPTS):
+    settings = get_settings()
+    for job_id, status, progress, changes in store.reap(STALE_SECONDS, MAX_ATTEMPTS):
         log.warning("job %s had a stale heartbeat: %s", job_id, "requeued" if status == "accepted" else status)
         if status == "accepted":
             enqueue(job_id)
+        else:
+            events.publish(job_id, "failed", progress, "failed: the worker stopped responding on every attempt")
+        follow_up(changes, settings)           # a tile failed for good fails its parent
     if huey.pending_count() == 0 and huey.scheduled_count() == 0:
         for job_id in store.lost_in_queue(STALE_SECONDS):
             log.warning("job %s was queued but its task is gone: requeued", job_id)
             enqueue(job_id)
-    settings = get_settings()
-    cleanup_workdirs(workdirs_root(settings))
-    purged = purge_expired(storage_of(settings))
+    workspace = workspace_of(settings)
+    cleanup_workdirs(workspace.jobs)
+    purged = purge_expired(workspace)
     if purged:
         log.info("purged %d expired uploads", purged)
 

@@ -76,16 +76,15 @@ def principal() -> Principal | None:
     return g.get("principal")
 
 
-def get_raster(raster_id: str) -> Raster:
-    """The raster `raster_id` if the caller may read it and its file exists; else NotFound."""
-    if not raster_id.isdigit() or len(raster_id) > 18:
-        raise NotFound(f"no raster {raster_id!r}")
+def get_raster(raster_id: int) -> Raster:
+    """The raster `raster_id` (from an `<id:…>` URL part) if the caller may read it and its
+    file exists; else NotFound."""
     settings = current_app.config["CANOPY_SETTINGS"]
     query = _QUERY.format(visible=visible_projects(principal(), "project_id"))
     with get_pool(settings.database_url).connection() as conn:
-        row = conn.cursor(row_factory=dict_row).execute(query, (int(raster_id),)).fetchone()
+        row = conn.cursor(row_factory=dict_row).execute(query, (raster_id,)).fetchone()
     if row is None:
-        raise NotFound(f"no raster {raster_id!r}")
+        raise NotFound(f"no raster {raster_id}")
     try:
         storage, key = resolve(row["storage_uri"], storage_of(settings))
         version, size = storage.stat(key)

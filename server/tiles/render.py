@@ -114,7 +114,7 @@ def _parse_colormap(raw: str) -> str | tuple[tuple[int, int, int, int], ...]:
 def parse_style(args: Mapping[str, str], kind: str) -> Style:
     defaults = DEFAULTS[kind]
     raw_bidx = args.get("bidx", "1")
-    if not raw_bidx.isdigit() or int(raw_bidx) < 1:
+    if not (raw_bidx.isascii() and raw_bidx.isdigit()) or int(raw_bidx) < 1:   # int() refuses "¹"
         raise BadRequest(f"bidx must be a band number starting at 1, got {raw_bidx!r}")
     raw_cm = args.get("colormap") or args.get("colormap_name")
     return Style(

@@ -56,8 +56,8 @@ def tile_matrix_set(tms_id: str):
 
 # --- rasters --------------------------------------------------------------------------
 
-@bp.get("/rasters/<raster_id>")
-def raster_info(raster_id: str):
+@bp.get("/rasters/<id:raster_id>")
+def raster_info(raster_id: int):
     raster = catalog.get_raster(raster_id)
     base = catalog.base_url()
     root = f"{base}/rasters/{raster.id}"
@@ -84,14 +84,14 @@ def raster_info(raster_id: str):
     return _json(doc, raster)
 
 
-@bp.get("/rasters/<raster_id>/tiles")
-def raster_tilesets(raster_id: str):
+@bp.get("/rasters/<id:raster_id>/tiles")
+def raster_tilesets(raster_id: int):
     raster = catalog.get_raster(raster_id)
     return _json(metadata.tileset_list(catalog.base_url(), raster), raster)
 
 
-@bp.get("/rasters/<raster_id>/tiles/<tms_id>")
-def raster_tileset(raster_id: str, tms_id: str):
+@bp.get("/rasters/<id:raster_id>/tiles/<tms_id>")
+def raster_tileset(raster_id: int, tms_id: str):
     raster = catalog.get_raster(raster_id)
     tms = tms_mod.get_tms(tms_id)
     render.parse_style(request.args, raster.kind)       # 400 on a bad style before linking it
@@ -101,8 +101,8 @@ def raster_tileset(raster_id: str, tms_id: str):
     return _json(doc, raster)
 
 
-@bp.get("/rasters/<raster_id>/tiles/<tms_id>/<z>/<y>/<x>")
-def raster_tile(raster_id: str, tms_id: str, z: str, y: str, x: str):
+@bp.get("/rasters/<id:raster_id>/tiles/<tms_id>/<z>/<y>/<x>")
+def raster_tile(raster_id: int, tms_id: str, z: str, y: str, x: str):
     raster = catalog.get_raster(raster_id)
     tms = tms_mod.get_tms(tms_id)
     x, _, ext = x.partition(".")
@@ -130,8 +130,8 @@ def raster_tile(raster_id: str, tms_id: str, z: str, y: str, x: str):
     return response
 
 
-@bp.get("/rasters/<raster_id>/tilejson.json")
-def raster_tilejson(raster_id: str):
+@bp.get("/rasters/<id:raster_id>/tilejson.json")
+def raster_tilejson(raster_id: int):
     raster = catalog.get_raster(raster_id)
     tms = tms_mod.get_tms(request.args.get("tileMatrixSetId", "WebMercatorQuad"))
     fmt = render.parse_format(request.args.get("f") or request.args.get("tile_format"), None)
@@ -152,8 +152,8 @@ def raster_tilejson(raster_id: str):
     return _json(doc, raster)
 
 
-@bp.get("/rasters/<raster_id>/WMTSCapabilities.xml")
-def raster_wmts(raster_id: str):
+@bp.get("/rasters/<id:raster_id>/WMTSCapabilities.xml")
+def raster_wmts(raster_id: int):
     raster = catalog.get_raster(raster_id)
     render.parse_style(request.args, raster.kind)
     fmt = render.parse_format(request.args.get("tile_format"), None)
@@ -169,13 +169,13 @@ def raster_wmts(raster_id: str):
     return response
 
 
-@bp.route("/rasters/<raster_id>/cog", methods=["GET", "HEAD"])
-def raster_cog(raster_id: str):
+@bp.route("/rasters/<id:raster_id>/cog", methods=["GET", "HEAD"])
+def raster_cog(raster_id: int):
     return cog.cog_response(catalog.get_raster(raster_id))
 
 
-@bp.get("/rasters/<raster_id>/statistics")
-def raster_statistics(raster_id: str):
+@bp.get("/rasters/<id:raster_id>/statistics")
+def raster_statistics(raster_id: int):
     raster = catalog.get_raster(raster_id)
     raw = request.args.get("bidx", "")
     try:
@@ -191,8 +191,8 @@ def raster_statistics(raster_id: str):
     return _json(doc, raster)
 
 
-@bp.get("/rasters/<raster_id>/point")
-def raster_point(raster_id: str):
+@bp.get("/rasters/<id:raster_id>/point")
+def raster_point(raster_id: int):
     raster = catalog.get_raster(raster_id)
     lon, lat = tiler.parse_lonlat(request.args.get("lon"), request.args.get("lat"))
     with dataset(raster.path, raster.version, tms_mod.get_tms("WebMercatorQuad")) as entry:

@@ -1,7 +1,10 @@
 """What happens when an upload's last byte arrives: the file is checked to really be
 LAS/LAZ (before anything trusts it), hashed, recognised if the project already has
 it, added to its scan (created if need be) and the scan's ingestion is queued.
-A file that fails the checks is removed with its upload: nothing is left behind."""
+A file that fails the checks is removed with its upload: nothing is left behind.
+The upload's bytes are scratch (the workspace) until they are published: from then
+on the stored file belongs to the scan (its `scan_files` row), and the upload row
+keeps no reference to it, so forgetting the upload can never delete it."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from processes.lidar.validate import inspect
 from ..jobs import store as jobs
 from ..jobs.queue import enqueue
 from ..storage import Storage
+from ..workspace import Workspace
 from .tus import TusError
 
 
@@ -30,24 +34,24 @@ def sha256_of(path) -> str:
     return h.hexdigest()
 
 
-def _discard(upload: dict, storage: Storage) -> None:
+def _discard(upload: dict, workspace: Workspace) -> None:
     with get_pool().connection() as conn:
         conn.execute("DELETE FROM uploads WHERE id = %s", (upload["id"],))
-    storage.local(upload["storage_path"]).unlink(missing_ok=True)
+    workspace.upload(upload["id"]).unlink(missing_ok=True)
 
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(name))[:100] or "scan.laz"
 
 
-def finish(upload: dict, storage: Storage) -> dict[str, str]:
+def finish(upload: dict, storage: Storage, workspace: Workspace) -> dict[str, str]:
     """Returns extra response headers (the scan and the ingestion job)."""
     meta = upload["metadata"]
-    path = storage.local(upload["storage_path"])
+    path = workspace.upload(upload["id"])
     try:
         facts = inspect(path, crs=meta.get("crs"))
     except LidarError as err:
-        _discard(upload, storage)
+        _discard(upload, workspace)
         raise TusError(422, f"{meta.get('filename', 'the file')} is not a valid LAS/LAZ file: {err}")
     digest = sha256_of(path)
     base = current_app.config["CANOPY_SETTINGS"].public_url
@@ -77,18 +81,18 @@ def finish(upload: dict, storage: Storage) -> dict[str, str]:
                       [float(v) for v in facts["bounds"]]))
         conn.execute("UPDATE scans SET size_bytes = (SELECT sum(size_bytes) FROM scan_files WHERE scan_id = %s) "
                      "WHERE id = %s", (scan_id, scan_id))
-        conn.execute("UPDATE uploads SET completed_at = now(), storage_path = %s, metadata = metadata || %s "
-                     "WHERE id = %s", (key, json.dumps({"scan": scan_id, "sha256": digest}), upload["id"]))
+        conn.execute("UPDATE uploads SET completed_at = now(), metadata = metadata || %s WHERE id = %s",
+                     (json.dumps({"scan": scan_id, "sha256": digest}), upload["id"]))
     job_id = jobs.create("ingest-scan", {"scan": scan_id}, upload["owner_id"], upload["project_id"])["id"]
     enqueue(job_id)
     return {"Canopy-Scan": f"{base}/collections/scans/items/{scan_id}", "Canopy-Job": f"{base}/jobs/{job_id}"}
 
 
-def purge_expired(storage: Storage) -> int:
-    """Remove expired, unfinished uploads and their bytes (run by the workers' reaper)."""
+def purge_expired(workspace: Workspace) -> int:
+    """Remove expired, unfinished uploads and their scratch bytes (run by the workers' reaper)."""
     with get_pool().connection() as conn:
         rows = conn.execute("DELETE FROM uploads WHERE completed_at IS NULL AND expires_at < now() "
-                            "RETURNING storage_path").fetchall()
-    for (key,) in rows:
-        storage.local(key).unlink(missing_ok=True)
+                            "AND (writer IS NULL OR writer_until < now()) RETURNING id").fetchall()
+    for (upload_id,) in rows:
+        workspace.upload(upload_id).unlink(missing_ok=True)
     return len(rows)

@@ -1,16 +1,17 @@
 """The tus 1.0.0 endpoints at /uploads (see tus.py for the protocol's parts).
 
-Bytes stream straight from the request to the upload's file in fixed-size chunks
-(constant memory). A PostgreSQL advisory lock per upload serialises PATCHes across
-gunicorn workers and machines. Only editors of the target project may upload.
+Bytes stream straight from the request to the upload's scratch file in the workspace
+in fixed-size chunks (constant memory). A lease on the upload's row (lease.py)
+serialises writers across gunicorn workers and machines without holding a database
+connection while the body arrives. Only editors of the target project may upload.
+Once complete, the file belongs to its scan: terminating the upload then only
+forgets the upload.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -24,7 +25,8 @@ from db.pool import get_pool
 from ..auth import policy
 from ..errors import NotFound, problem
 from ..storage import storage_of
-from . import complete, tus
+from ..workspace import workspace_of
+from . import complete, lease, tus
 from .tus import TusError
 
 bp = Blueprint("uploads", __name__)
@@ -85,7 +87,7 @@ def create():
     meta.setdefault("filename", "upload.laz")
     upload_id = uuid.uuid4().hex
     expires = datetime.now(timezone.utc) + _ttl()
-    path = storage_of(current_app.config["CANOPY_SETTINGS"]).local(f"uploads/{upload_id}.part")
+    path = workspace_of(current_app.config["CANOPY_SETTINGS"]).upload(upload_id)
     with get_pool().connection() as conn, conn.transaction():
         # quota: the bytes of this user's uploads, counted before any byte is accepted
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (principal.user_id,))
@@ -154,8 +156,9 @@ def _load(upload_id: str) -> dict:
 
 @bp.route("/uploads/<upload_id>", methods=["HEAD"])
 def head(upload_id: str):
-    with _upload_lock(upload_id, wait=5.0, required=False):
-        upload = _load(upload_id)
+    _load(upload_id)                         # 404/410 before waiting on anything
+    lease.wait_free(upload_id, wait=5.0)     # a PATCH cut off a moment ago may still be storing its bytes
+    upload = _load(upload_id)
     headers = _headers(**{"Upload-Offset": str(upload["offset"]), "Upload-Length": str(upload["length"]),
                           "Upload-Metadata": tus.encode_metadata(
                               {k: str(v) for k, v in upload["metadata"].items() if v is not None})})
@@ -172,88 +175,81 @@ def patch(upload_id: str):
     return Response(status=204, headers=_headers(**_receive(upload_id, offset)))
 
 
-@contextlib.contextmanager
-def _upload_lock(upload_id: str, wait: float = 0.0, required: bool = True):
-    """One writer per upload, across processes and machines (a session advisory lock).
-    `wait` seconds are spent waiting for a PATCH in flight (a HEAD right after a broken
-    connection must see the bytes that request stored)."""
-    with get_pool().connection() as conn:
-        key = conn.execute("SELECT hashtextextended(%s, 0)", (upload_id,)).fetchone()[0]
-        deadline = time.monotonic() + wait
-        while not (locked := conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]):
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-        if not locked and required:
-            raise TusError(423, f"upload {upload_id} is being written by another request")
-        try:
-            yield
-        finally:
-            if locked:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-
-
 def _receive(upload_id: str, offset: int) -> dict[str, str]:
-    """Append the request body at `offset`; returns the response headers."""
+    """Append the request body at `offset`; returns the response headers. No database
+    connection is held while the body is read (see lease.py)."""
     checksum = tus.parse_checksum(request.headers.get("Upload-Checksum"))
-    with _upload_lock(upload_id, wait=5.0):   # a request cut off a moment ago may still be finishing
-        upload = _load(upload_id)
+    _load(upload_id)                                  # 404/410 for strangers, before taking the lease
+    with lease.hold(upload_id, wait=5.0) as held:     # a request cut off a moment ago may still be finishing
+        upload = _load(upload_id)                     # the offset as the last writer left it
         if upload["completed_at"] is not None:
             raise TusError(409, f"upload {upload_id} is complete")
         if offset != upload["offset"]:
             raise TusError(409, f"Upload-Offset {offset} does not match the upload's offset {upload['offset']}")
-        storage = storage_of(current_app.config["CANOPY_SETTINGS"])
-        path = storage.local(upload["storage_path"])     # bytes are received locally, published when complete
+        settings = current_app.config["CANOPY_SETTINGS"]
+        path = workspace_of(settings).upload(upload_id)   # scratch: published to storage when complete
         room = upload["length"] - offset
         declared = request.content_length
         if declared is not None and declared > room:
             raise TusError(413, f"the body ({declared} bytes) goes past Upload-Length ({room} bytes left)")
-        digest = tus.CHECKSUMS[checksum[0]]() if checksum else None
-        written, broken = 0, False
-        with open(path, "r+b") as fh:
-            fh.seek(offset)
-            fh.truncate()
-            try:
-                while True:
-                    chunk = request.stream.read(min(CHUNK, room - written + 1))
-                    if not chunk:
-                        break
-                    if written + len(chunk) > room:
-                        fh.truncate(offset)
-                        raise TusError(413, "the body goes past Upload-Length")
-                    fh.write(chunk)
-                    if digest:
-                        digest.update(chunk)
-                    written += len(chunk)
-            except (ClientDisconnected, OSError):    # the client's connection broke mid-body
-                broken = True
-            broken = broken or (declared is not None and written < declared)
-            if checksum and (broken or digest.digest() != checksum[1]):
-                fh.truncate(offset)          # a chunk that cannot be verified is not kept
-                if broken:
-                    raise TusError(400, "the connection broke before the chunk was complete")
-                raise TusError(460, f"the chunk's {checksum[0]} does not match Upload-Checksum; it was discarded")
-            fh.flush()
-            os.fsync(fh.fileno())
+        written, broken = _write_body(path, offset, room, checksum, held)
         new_offset = offset + written
         expires = datetime.now(timezone.utc) + _ttl()
-        with get_pool().connection() as conn:
-            conn.execute('UPDATE uploads SET "offset" = %s, expires_at = %s WHERE id = %s',
-                         (new_offset, expires, upload_id))
+        done = not broken and new_offset == upload["length"]
+        held.record(new_offset, expires, release=not done)  # completion keeps the lease until it is over
         headers = {"Upload-Offset": str(new_offset), "Upload-Expires": tus.http_date(expires)}
         if broken:
             raise TusError(400, f"the connection broke; {new_offset} bytes are stored, resume from there")
-        if new_offset == upload["length"]:
+        if done:
             upload["offset"] = new_offset
-            headers.update(complete.finish(upload, storage))
+            headers.update(complete.finish(upload, storage_of(settings), workspace_of(settings)))
         return headers
+
+
+def _write_body(path, offset: int, room: int, checksum, held: lease.Lease) -> tuple[int, bool]:
+    """Write the request body at `offset` (at most `room` bytes), verifying the checksum;
+    returns (bytes written, whether the connection broke). A chunk that cannot be
+    verified is not kept."""
+    declared = request.content_length
+    digest = tus.CHECKSUMS[checksum[0]]() if checksum else None
+    written, broken = 0, False
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.truncate()
+        try:
+            while True:
+                chunk = request.stream.read(min(CHUNK, room - written + 1))
+                if not chunk:
+                    break
+                if written + len(chunk) > room:
+                    fh.truncate(offset)
+                    raise TusError(413, "the body goes past Upload-Length")
+                held.keep()
+                fh.write(chunk)
+                if digest:
+                    digest.update(chunk)
+                written += len(chunk)
+        except (ClientDisconnected, OSError):    # the client's connection broke mid-body
+            broken = True
+        broken = broken or (declared is not None and written < declared)
+        if checksum and (broken or digest.digest() != checksum[1]):
+            fh.truncate(offset)
+            if broken:
+                raise TusError(400, "the connection broke before the chunk was complete")
+            raise TusError(460, f"the chunk's {checksum[0]} does not match Upload-Checksum; it was discarded")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return written, broken
 
 
 @bp.route("/uploads/<upload_id>", methods=["DELETE"])
 def terminate(upload_id: str):
-    with _upload_lock(upload_id):
-        upload = _load(upload_id)
+    """tus termination: the upload is forgotten and its scratch bytes freed. A completed
+    upload's file belongs to its scan (scan_files) and stays: only deleting the scan
+    deletes it."""
+    _load(upload_id)
+    with lease.hold(upload_id):
         with get_pool().connection() as conn:
             conn.execute("DELETE FROM uploads WHERE id = %s", (upload_id,))
-        storage_of(current_app.config["CANOPY_SETTINGS"]).local(upload["storage_path"]).unlink(missing_ok=True)
+        workspace_of(current_app.config["CANOPY_SETTINGS"]).upload(upload_id).unlink(missing_ok=True)
     return Response(status=204, headers=_headers())

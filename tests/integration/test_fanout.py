@@ -54,6 +54,15 @@ def owner(make_user, big):
     return {"Authorization": f"Bearer {make_user('analyst', {big['project']: 'owner'}).token}"}
 
 
+def _start_inventory(server, big, owner) -> str:
+    """Queue a fanned-out forest inventory of the big scan; its job id."""
+    r = requests.post(f"{server}/processes/forest-inventory/execution",
+                      json={"inputs": {"scan": big["scan"], "tile_size": TILE}},
+                      headers={"Prefer": "respond-async", **owner})
+    assert r.status_code == 201, r.text
+    return r.json()["jobID"]
+
+
 def _trees(db_url: str, scan: int) -> np.ndarray:
     with psycopg.connect(db_url) as conn:
         rows = conn.execute("SELECT x, y, height_m FROM trees WHERE scan_id = %s ORDER BY x, y", (scan,)).fetchall()
@@ -84,10 +93,7 @@ def test_a_big_scan_fans_out_across_workers_and_merges_seamlessly(server, worker
     workers.start(1, **FANOUT_ENV)
     workers.start(1, **FANOUT_ENV)
     assert _run(server, owner, "ingest-scan", {"scan": big["scan"]})["status"] == "successful"
-    r = requests.post(f"{server}/processes/forest-inventory/execution",
-                      json={"inputs": {"scan": big["scan"], "tile_size": TILE}},
-                      headers={"Prefer": "respond-async", **owner})
-    job_id = r.json()["jobID"]
+    job_id = _start_inventory(server, big, owner)
     seen = []
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -109,10 +115,7 @@ def test_a_big_scan_fans_out_across_workers_and_merges_seamlessly(server, worker
 
 def test_killing_a_worker_retries_only_its_tile(server, workers, db_url, big, owner):
     first = workers.start(1, **FANOUT_ENV)          # alone: the running tile is on it
-    r = requests.post(f"{server}/processes/forest-inventory/execution",
-                      json={"inputs": {"scan": big["scan"], "tile_size": TILE}},
-                      headers={"Prefer": "respond-async", **owner})
-    job_id = r.json()["jobID"]
+    job_id = _start_inventory(server, big, owner)
     deadline = time.monotonic() + 120
     with psycopg.connect(db_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
@@ -136,10 +139,7 @@ def test_killing_a_worker_retries_only_its_tile(server, workers, db_url, big, ow
 
 def test_dismissing_the_parent_stops_its_tiles(server, workers, db_url, big, owner):
     workers.start(1, **FANOUT_ENV)
-    r = requests.post(f"{server}/processes/forest-inventory/execution",
-                      json={"inputs": {"scan": big["scan"], "tile_size": TILE}},
-                      headers={"Prefer": "respond-async", **owner})
-    job_id = r.json()["jobID"]
+    job_id = _start_inventory(server, big, owner)
     with psycopg.connect(db_url, autocommit=True) as conn:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not conn.execute(
@@ -153,3 +153,56 @@ def test_dismissing_the_parent_stops_its_tiles(server, workers, db_url, big, own
                 break
             time.sleep(0.2)
     assert states <= {"dismissed", "successful"} and "dismissed" in states
+
+
+def _first_running_tile(db_url: str, job_id: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT identifier FROM jobs WHERE parent_id = %s AND status = 'running' LIMIT 1",
+                               (job_id,)).fetchone()
+            if row:
+                return row[0]
+            time.sleep(0.05)
+    raise AssertionError(f"no tile of {job_id} ran within {timeout} s")
+
+
+def _row(db_url: str, job_id: str) -> tuple:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT status, message, updated FROM jobs WHERE identifier = %s", (job_id,)).fetchone()
+
+
+def test_dismissing_a_tile_fails_its_parent_at_once(server, workers, db_url, big, owner):
+    workers.start(1, **FANOUT_ENV)
+    job_id = _start_inventory(server, big, owner)
+    tile = _first_running_tile(db_url, job_id)
+    r = requests.delete(f"{server}/jobs/{tile}", headers=owner)
+    assert r.status_code == 200 and r.json()["status"] == "dismissed"
+    parent = requests.get(f"{server}/jobs/{job_id}", headers=owner).json()
+    assert parent["status"] == "failed" and "was dismissed" in parent["message"], parent
+    assert _row(db_url, job_id)[2] == _row(db_url, tile)[2]          # settled in the tile's transaction
+    with psycopg.connect(db_url) as conn:
+        left = conn.execute("SELECT count(*) FROM jobs WHERE parent_id = %s AND status IN ('accepted', 'running')",
+                            (job_id,)).fetchone()[0]
+    assert left == 0                                                  # the other tiles were dismissed with it
+
+
+def test_a_tile_lost_on_its_last_attempt_fails_its_parent_within_the_stale_interval(server, workers, db_url, big,
+                                                                                     owner):
+    env = {**FANOUT_ENV, "CANOPY_JOB_ATTEMPTS": "1"}
+    first = workers.start(1, **env)
+    job_id = _start_inventory(server, big, owner)
+    tile = _first_running_tile(db_url, job_id)
+    workers.kill(first, signal.SIGKILL)
+    killed = time.monotonic()
+    workers.start(1, **env)                       # its reaper finds the tile's stale heartbeat
+    stale = float(FANOUT_ENV["CANOPY_JOB_STALE"]) + float(FANOUT_ENV["CANOPY_REAP_EVERY"])
+    deadline = killed + stale + 20                # + the new worker's start-up
+    while time.monotonic() < deadline and _row(db_url, tile)[0] == "running":
+        time.sleep(0.1)
+    tile_status, tile_message, tile_updated = _row(db_url, tile)
+    parent_status, parent_message, parent_updated = _row(db_url, job_id)
+    assert tile_status == "failed" and "stopped responding" in tile_message
+    assert parent_status == "failed" and f"failed: {tile_message}" in parent_message
+    assert parent_updated == tile_updated         # in the same transaction as the tile
+    assert _wait(server, owner, job_id, timeout=5)["status"] == "failed"

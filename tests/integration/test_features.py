@@ -241,12 +241,35 @@ def test_create_replace_patch_delete_with_etags(server, project, editor):
     assert requests.get(url).status_code == 404
 
 
-def test_options_advertises_editing(server, grid):
-    some_id = next(iter(grid))
-    allow = requests.options(f"{server}/collections/plots/items/{some_id}").headers["Allow"]
-    assert {"GET", "PUT", "PATCH", "DELETE"} <= {m.strip() for m in allow.split(",")}
-    allow = requests.options(f"{server}/collections/plots/items").headers["Allow"]
-    assert "POST" in allow
+def _allow(url: str, headers: dict) -> set[str]:
+    r = requests.options(url, headers=headers)
+    assert r.status_code in (200, 204), r.text
+    return {m.strip() for m in r.headers["Allow"].split(",")}
+
+
+def test_options_answers_what_the_caller_may_do(server, grid, project, editor, make_user):
+    """QGIS sends OPTIONS on items with its bearer token and offers editing from `Allow`."""
+    item, items = f"{server}/collections/plots/items/{next(iter(grid))}", f"{server}/collections/plots/items"
+    read = {"GET", "HEAD", "OPTIONS"}
+    assert _allow(item, editor) == read | {"PUT", "PATCH", "DELETE"}
+    assert _allow(items, editor) == read | {"POST"}
+    viewer = {"Authorization": f"Bearer {make_user('viewer', {project: 'viewer'}).token}"}
+    for caller in ({}, viewer):
+        assert _allow(item, caller) == read and _allow(items, caller) == read
+    assert _allow(f"{server}/collections/scans/items", editor) == read
+    unseen = requests.options(f"{server}/collections/plots/items/99999999", headers=editor)
+    assert unseen.status_code == 404 and unseen.headers["Content-Type"] == "application/problem+json"
+
+
+def test_sortby_is_parsed_before_pygeoapi(server, grid, project):
+    # a "+" sent unencoded arrives as a space: still ascending
+    up = requests.get(f"{server}/collections/plots/items?project_id={project}&limit=5&sortby=+name")
+    down = requests.get(f"{server}/collections/plots/items?project_id={project}&limit=5&sortby=-name")
+    assert up.status_code == 200 and down.status_code == 200, (up.text, down.text)
+    names_up = [f["properties"]["name"] for f in up.json()["features"]]
+    names_down = [f["properties"]["name"] for f in down.json()["features"]]
+    assert names_up == sorted(names_up) and names_up[0] == "plot 0000"
+    assert names_down == sorted(names_down, reverse=True) and names_down[0] > names_up[-1]
 
 
 # -- bad input: always a 4xx that names the problem ----------------------------------------
@@ -265,12 +288,28 @@ BAD_REQUESTS = [
     ("GET", "/collections/plots/items?limit=ten", None, 400, "limit"),
     ("GET", "/collections/plots/items?colour=red", None, 400, "colour"),
     ("GET", "/collections/plots/items?sortby=nosuch", None, 400, "sort"),
+    ("GET", "/collections/plots/items?sortby=", None, 400, "sortby has an empty key"),
+    ("GET", "/collections/plots/items?sortby=,name", None, 400, "sortby has an empty key"),
+    ("GET", "/collections/plots/items?sortby=name,", None, 400, "sortby has an empty key"),
+    ("GET", "/collections/plots/items?sortby=-", None, 400, "sortby has an empty key"),
+    ("GET", "/collections/plots/items?sortby=-nosuch", None, 400, "'nosuch' is not a property"),
+    ("GET", "/collections/plots/items?name=a%00b", None, 400, "U+0000"),
+    ("GET", "/collections/plots/items?filter=name%3D'a%01b'", None, 400, "U+0001"),
     ("GET", "/collections/plots/items?cursor=garbage", None, 400, "cursor"),
     ("GET", "/collections/plots/items?datetime=yesterday", None, 400, "datetime"),
     ("GET", "/collections/plots/items/abc", None, 404, "abc"),
+    ("GET", "/collections/plots/items/%D9%A1", None, 404, "ids are integers"),    # an Arabic-Indic 1
+    ("GET", "/collections/plots/items/%C2%B9", None, 404, "ids are integers"),    # a superscript 1
     ("GET", "/collections/plots/items/99999999", None, 404, "99999999"),
     ("GET", "/collections/nosuch/items", None, 404, "not found"),
-    ("POST", "/collections/scans/items", {"type": "Feature"}, 400, "editable"),
+    ("POST", "/collections/scans/items", {"type": "Feature"}, 405, "read-only"),
+    ("PUT", "/collections/trees/items/1", {"type": "Feature"}, 405, "read-only"),
+    ("DELETE", "/collections/rasters/items/1", None, 405, "read-only"),
+    ("POST", "/collections/plots/items", {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+        [[0, 0], [1, 0], [1, 1], [0, 0]]]}, "properties": {"name": "a\x00b", "project_id": 1}}, 400, "U+0000"),
+    ("POST", "/collections/plots/items", {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+        [[0, 0], [1, 0], [1, 1], [0, 0]]]}, "properties": {"name": "x", "project_id": 1,
+                                                        "attributes": {"note": "\x1b[31m"}}}, 400, "U+001B"),
     ("POST", "/collections/plots/items", {"type": "Feature", "properties": {"name": "x", "project_id": 1}},
      400, "geometry"),
     ("POST", "/collections/plots/items", {"type": "Feature", "properties": {}}, 400, "required"),
@@ -294,6 +333,26 @@ def test_bad_input_is_a_clear_4xx(server, admin_headers, method, path, body, sta
                          headers=headers, timeout=10)
     assert r.status_code == status, r.text
     assert needle.lower() in r.text.lower(), r.text
+
+
+# f, lang and ui take the values the route serves; anything else is a 400 problem
+UNKNOWN_VALUES = ["/?lang=AAA", "/openapi?ui=AAA", "/?f=", "/?f=xyz", "/collections?lang=", "/collections/plots/items?f=",
+                  "/collections/plots/items?lang=fr", "/conformance?f=xml", "/jobs?f=html", "/projects?f="]
+SERVED_VALUES = ["/?lang=en-US", "/?f=json", "/?f=html", "/openapi?f=html&ui=redoc", "/collections/plots/items?f=csv",
+                 "/conformance?f=json"]
+
+
+@pytest.mark.parametrize("path", UNKNOWN_VALUES)
+def test_unknown_parameter_values_are_a_400_problem(server, path):
+    r = requests.get(server + path)
+    assert r.status_code == 400, r.text
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert "is not served here" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("path", SERVED_VALUES)
+def test_served_parameter_values_still_work(server, path):
+    assert requests.get(server + path).status_code == 200
 
 
 def test_put_with_bad_geometry(server, db, project, editor):

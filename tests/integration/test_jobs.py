@@ -63,9 +63,32 @@ def test_async_job_reports_running_progress_then_success_over_sse(server, worker
     assert requests.get(f"{server}/jobs/{job_id}/results", headers=runner).json() == {"echo": "hello"}
 
 
-def test_sync_execution_of_a_small_process(server, runner):
+def test_sync_execution_of_a_small_process(server, workers, runner):
+    workers.start(1)
     r = requests.post(f"{server}/processes/echo/execution", json={"inputs": {"message": "now"}}, headers=runner)
     assert r.status_code == 200 and r.json() == {"echo": "now"}
+
+
+def test_sync_execution_runs_on_a_worker_never_in_the_web_server(services, tmp_path, make_user, db_url):
+    """With no worker running, a synchronous execution waits CANOPY_SYNC_WAIT_SECONDS and
+    answers like an asynchronous one: nothing ran the job (or a heartbeat) in gunicorn."""
+    from tests.conftest import PASSWORD, running_server
+    with running_server(services, tmp_path, CANOPY_SYNC_WAIT_SECONDS="1") as web:
+        token = requests.post(f"{web}/auth/token", json={"username": make_user("analyst").username,
+                                                         "password": PASSWORD}).json()["access_token"]
+        t0 = time.monotonic()
+        r = requests.post(f"{web}/processes/echo/execution", json={"inputs": {"message": "later"}},
+                          headers={"Authorization": f"Bearer {token}"})
+        waited = time.monotonic() - t0
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "accepted" and r.headers["Location"].endswith(r.json()["jobID"])
+        assert 1 <= waited < 5
+        time.sleep(1.5)
+        with psycopg.connect(db_url) as conn:
+            row = conn.execute("SELECT status, attempts, heartbeat_at, huey_task_id FROM jobs "
+                               "WHERE identifier = %s", (r.json()["jobID"],)).fetchone()
+        assert row[:3] == ("accepted", 0, None) and row[3]               # queued for a worker, untouched
+        requests.delete(r.headers["Location"], headers={"Authorization": f"Bearer {token}"})
 
 
 def test_bad_inputs_are_400(server, runner):
@@ -164,11 +187,13 @@ def test_hundred_concurrent_echo_jobs_each_run_exactly_once(server, workers, run
 
 def test_database_outage_is_retried(server, workers, runner, db_url, services):
     """Stop PostgreSQL for a few seconds while a job runs: the job is retried and succeeds."""
+    import os
     from pathlib import Path
     from server.devservices import _as_pg_user, _pg_bin
     import subprocess
-    pgdata = next(Path(__file__).resolve().parents[2].glob(".data/test-*/postgres/pgdata"), None)
-    if pgdata is None:
+    # this session's own PostgreSQL (tests/conftest.py), never another session's running beside it
+    pgdata = Path(__file__).resolve().parents[2] / ".data" / f"test-{os.getpid()}" / "postgres" / "pgdata"
+    if not pgdata.is_dir():
         pytest.skip("needs the suite's own PostgreSQL")
     workers.start(1, CANOPY_JOB_STALE="3", CANOPY_REAP_EVERY="1")
     job_id = _submit(server, runner, {"message": "resilient", "delay": 4}).json()["jobID"]
@@ -188,7 +213,8 @@ def test_database_outage_is_retried(server, workers, runner, db_url, services):
     assert attempts >= 2
 
 
-def test_jobs_list_pages_filters_and_hides_other_peoples_jobs(server, runner, make_user):
+def test_jobs_list_pages_filters_and_hides_other_peoples_jobs(server, workers, runner, make_user):
+    workers.start(1)
     mine = [requests.post(f"{server}/processes/echo/execution", json={"inputs": {"message": f"l{i}"}},
                           headers=runner).status_code for i in range(5)]
     assert mine == [200] * 5
@@ -247,7 +273,8 @@ def test_callbacks_reach_the_subscriber(server, workers, runner, services, tmp_p
     assert any(path == "/progress" for path, _ in received)
 
 
-def test_owslib_processes_client(server, runner):
+def test_owslib_processes_client(server, workers, runner):
+    workers.start(1)
     from owslib.ogcapi.processes import Processes
     api = Processes(server, headers=runner)
     ids = [p["id"] for p in api.processes()]
@@ -276,3 +303,50 @@ def test_a_job_whose_queued_task_was_lost_still_runs(server, workers, runner, db
                 break
             time.sleep(0.2)
     assert (status, results) == ("successful", {"echo": "lost and found"})
+
+
+def test_dismissing_finished_jobs_removes_their_results(server, workers, runner, make_user, db_url):
+    """OGC API - Processes /req/dismiss for a finished job: 200 with status dismissed, the
+    results gone (404), and its event stream says so and closes."""
+    workers.start(1)
+    job_id = _submit(server, runner, {"message": "keep me?"}).json()["jobID"]
+    assert _wait(server, runner, job_id)["status"] == "successful"
+    assert requests.get(f"{server}/jobs/{job_id}/results", headers=runner).json() == {"echo": "keep me?"}
+    r = requests.delete(f"{server}/jobs/{job_id}", headers=runner)
+    assert r.status_code == 200 and r.json()["status"] == "dismissed" and r.json()["jobID"] == job_id
+    assert requests.get(f"{server}/jobs/{job_id}", headers=runner).json()["status"] == "dismissed"
+    results = requests.get(f"{server}/jobs/{job_id}/results", headers=runner)
+    assert results.status_code == 404 and "dismissed" in results.text
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT status, results FROM jobs WHERE identifier = %s",
+                            (job_id,)).fetchone() == ("dismissed", None)
+    seen: list[dict] = []
+    _sse(f"{server}/jobs/{job_id}/events", runner, seen, timeout=10)
+    assert [e["status"] for e in seen] == ["dismissed"]
+    # dismissing again changes nothing
+    again = requests.delete(f"{server}/jobs/{job_id}", headers=runner)
+    assert again.status_code == 200 and again.json()["status"] == "dismissed"
+    # a failed job: dismissed too
+    owner = make_user("analyst")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        failed = conn.execute("INSERT INTO jobs (identifier, process_id, status, owner_id, inputs, message) VALUES "
+                              "(md5(random()::text), 'echo', 'failed', %s, '{}', 'it broke') RETURNING identifier",
+                              (owner.id,)).fetchone()[0]
+    headers = {"Authorization": f"Bearer {owner.token}"}
+    assert requests.get(f"{server}/jobs/{failed}/results", headers=headers).status_code == 422
+    assert requests.delete(f"{server}/jobs/{failed}", headers=headers).json()["status"] == "dismissed"
+    assert requests.get(f"{server}/jobs/{failed}/results", headers=headers).status_code == 404
+
+
+def test_dismissing_a_running_job_ends_its_event_stream(server, workers, runner):
+    workers.start(1)
+    job_id = _submit(server, runner, {"message": "stream", "delay": 60}).json()["jobID"]
+    _wait(server, runner, job_id, states=("running",))
+    seen: list[dict] = []
+    reader = threading.Thread(target=_sse, args=(f"{server}/jobs/{job_id}/events", runner, seen, 30))
+    reader.start()
+    time.sleep(1)
+    assert requests.delete(f"{server}/jobs/{job_id}", headers=runner).json()["status"] == "dismissed"
+    reader.join(10)
+    assert not reader.is_alive()                     # the stream closed after its final event
+    assert seen[-1]["status"] == "dismissed" and "running" in [e["status"] for e in seen[:-1]]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -12,9 +16,8 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import PASSWORD
+from tests.conftest import JWT_SECRET as SECRET, PASSWORD
 
-SECRET = "test-secret-" + "x" * 32          # what tests/conftest.py gives the server
 CALLERS = ["anonymous", "outsider", "viewer", "editor", "owner", "admin"]
 
 
@@ -311,3 +314,93 @@ def test_cors_for_configured_web_map_origins(services, tmp_path):
         assert "ETag" in r.headers["Access-Control-Expose-Headers"]
         other = requests.get(f"{cors_server}/collections", headers={"Origin": "https://evil.example"})
         assert "Access-Control-Allow-Origin" not in other.headers
+
+
+# -- OPTIONS with a token, malformed ids and text, the signing secret ----------------------------
+
+def test_options_with_a_token_answers_on_every_route(server, db_url, world):
+    owner, pid = world["users"]["owner"], world["private"]["project"]
+    paths = ["/collections", "/collections/plots/items", f"/collections/plots/items/{_plot(db_url, pid)}",
+             f"/projects/{pid}", f"/rasters/{world['private']['raster']}", "/jobs", "/processes", "/auth/me"]
+    for path in paths:
+        r = requests.options(server + path, headers=owner)
+        assert r.status_code in (200, 204), (path, r.status_code, r.text)
+        assert "GET" in r.headers["Allow"], (path, r.headers)
+    item = requests.options(server + paths[2], headers=owner)
+    assert {"PUT", "PATCH", "DELETE"} <= {m.strip() for m in item.headers["Allow"].split(",")}
+
+
+def test_text_with_control_characters_is_a_400(server, world, admin_headers):
+    owner = world["users"]["owner"]
+    cases = [("POST", "/auth/token", {"username": "a\x00b", "password": "x"}, {"X-Forwarded-For": "10.8.8.8"}),
+             ("POST", "/admin/users", {"username": "a\x00b", "password": "long enough"}, admin_headers),
+             ("POST", "/projects", {"name": "bell\x07"}, owner),
+             ("POST", "/processes/echo/execution", {"inputs": {"message": "a\x00"}}, owner),
+             ("GET", "/jobs?processID=a%00b", None, owner)]
+    for method, path, body, headers in cases:
+        r = requests.request(method, server + path, json=body, headers=headers)
+        assert r.status_code == 400, (path, r.status_code, r.text)
+        assert r.headers["Content-Type"] == "application/problem+json"
+        assert "control character U+00" in r.json()["detail"], r.text
+
+
+def test_malformed_ids_in_urls_are_404(server, admin_headers):
+    tus = {"Tus-Resumable": "1.0.0", **admin_headers}
+    cases = [("GET", "/rasters/%C2%B9/tiles/WorldCRS84Quad"), ("GET", "/rasters/%D9%A1"),
+             ("GET", "/projects/%D9%A1"), ("PATCH", "/admin/users/%D9%A1"), ("GET", "/projects/1%00"),
+             ("GET", "/jobs/a%00b"), ("DELETE", "/jobs/%00"), ("HEAD", "/uploads/a%00b")]
+    for method, path in cases:
+        r = requests.request(method, server + path, headers=tus, json={} if method == "PATCH" else None)
+        assert r.status_code == 404, (method, path, r.status_code, r.text)
+        if method != "HEAD":
+            assert r.headers["Content-Type"] == "application/problem+json", (path, r.text)
+
+
+def _repository_secrets() -> set[str]:
+    """Every value CANOPY_JWT_SECRET is given in the repository's deployment files and docs."""
+    from tests.conftest import ROOT
+    assignment = re.compile(r"CANOPY_JWT_SECRET\s*[:=]\s*[\"']?(?:\$\{CANOPY_JWT_SECRET:-)?([^\s\"'}]*)")
+    files = [ROOT / "docker-compose.yml", ROOT / "README.md", ROOT / "Dockerfile", *ROOT.glob("*.env*"),
+             *ROOT.glob(".env*")]
+    return {m.group(1) for f in files if f.is_file() for m in assignment.finditer(f.read_text())}
+
+
+def test_published_and_weak_secrets_are_refused():
+    from server.settings import PUBLISHED_SECRETS, check_jwt_secret
+    assert "change-me-to-a-long-random-secret" in PUBLISHED_SECRETS     # the compose file's old default
+    assert _repository_secrets(), "the compose file sets CANOPY_JWT_SECRET"
+    for secret in _repository_secrets() | PUBLISHED_SECRETS | {"", "too-short", "x" * 64, "test-secret-" + "x" * 32}:
+        with pytest.raises(RuntimeError, match="CANOPY_JWT_SECRET"):
+            check_jwt_secret(secret)
+    check_jwt_secret(SECRET)                                            # random, as conftest makes it
+
+
+def test_server_refuses_to_start_with_a_published_secret(services, tmp_path):
+    from tests.conftest import running_server
+    with pytest.raises(RuntimeError, match="published or guessable"):
+        with running_server(services, tmp_path, CANOPY_JWT_SECRET="change-me-to-a-long-random-secret"):
+            pass
+
+
+def test_secret_file_is_made_once_and_signs_the_tokens(services, tmp_path, make_user):
+    from server.settings import check_jwt_secret
+    from tests.conftest import ROOT, running_server
+    path = tmp_path / "volume" / "jwt-secret"
+    env = dict(os.environ, CANOPY_JWT_SECRET_FILE=str(path))
+    subprocess.run([sys.executable, "-m", "server", "secret"], env=env, cwd=ROOT, check=True)
+    secret = path.read_text()
+    subprocess.run([sys.executable, "-m", "server", "secret"], env=env, cwd=ROOT, check=True)
+    assert path.read_text() == secret and path.stat().st_mode & 0o777 == 0o600
+    weak = subprocess.run([sys.executable, "-m", "server", "secret"], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(env, CANOPY_JWT_SECRET="change-me-to-a-long-random-secret"))
+    assert weak.returncode != 0 and "published or guessable" in weak.stderr      # compose stops at this step
+    check_jwt_secret(secret)
+    user = make_user("viewer")
+    (tmp_path / "run").mkdir()
+    with running_server(services, tmp_path / "run", CANOPY_JWT_SECRET="", CANOPY_JWT_SECRET_FILE=str(path)) as own:
+        r = requests.post(f"{own}/auth/token", json={"username": user.username, "password": PASSWORD},
+                          headers={"X-Forwarded-For": "10.6.6.6"})
+        assert r.status_code == 200, r.text
+        token = r.json()["access_token"]
+        assert jwt.decode(token, secret, algorithms=["HS256"], audience="canopy")["sub"] == str(user.id)
+        assert requests.get(f"{own}/auth/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200

@@ -152,8 +152,10 @@ def test_tuspy_uploads_tiles_as_one_scan_resuming_broken_connections(server, wor
             head = requests.head(url, headers={**TUS, **uploader})
             assert head.headers["Upload-Offset"] == str(size)
             with psycopg.connect(db_url) as conn:
-                key, meta_row = conn.execute("SELECT storage_path, metadata FROM uploads WHERE id = %s",
-                                             (url.rsplit("/", 1)[1],)).fetchone()
+                meta_row = conn.execute("SELECT metadata FROM uploads WHERE id = %s",
+                                        (url.rsplit("/", 1)[1],)).fetchone()[0]
+                key = conn.execute("SELECT storage_uri FROM scan_files WHERE scan_id = %s AND sha256 = %s",
+                                   (meta_row["scan"], meta_row["sha256"])).fetchone()[0]
             assert _sha256(storage / key) == _sha256(path)
             scan_id = scan_id or meta_row["scan"]
             assert meta_row["scan"] == scan_id
@@ -201,11 +203,12 @@ def _patch(url, headers, body: bytes, offset: int, **extra) -> requests.Response
                                                    "Content-Type": "application/offset+octet-stream", **extra})
 
 
-def _nothing_left(db_url, storage: Path, upload_url: str) -> bool:
+def _nothing_left(db_url, run_dir: Path, upload_url: str) -> bool:
+    """No upload row, and no bytes in the workspace (scratch) or the storage."""
     upload_id = upload_url.rsplit("/", 1)[1]
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT 1 FROM uploads WHERE id = %s", (upload_id,)).fetchone()
-    return row is None and not list(storage.glob(f"uploads/{upload_id}*"))
+    return row is None and not list(run_dir.glob(f"*/uploads/{upload_id}*"))
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +219,7 @@ def small_laz(tmp_path_factory) -> Path:
 
 def test_bad_uploads_get_the_right_status_and_leave_nothing(server, db_url, upload_project, uploader, small_laz,
                                                              make_user):
-    storage = Path(server.log).parent / "storage"
+    run_dir = Path(server.log).parent           # the workspace and the storage are under it
     meta = {"filename": "x.laz", "project": upload_project, "name": "bad"}
     data = small_laz.read_bytes()
     # a truncated LAZ: the upload completes, the file is refused, nothing stays
@@ -224,12 +227,12 @@ def test_bad_uploads_get_the_right_status_and_leave_nothing(server, db_url, uplo
     url = _create(server, uploader, len(truncated), meta).headers["Location"]
     r = _patch(url, uploader, truncated, 0)
     assert r.status_code == 422 and "LAS" in r.text, r.text
-    assert _nothing_left(db_url, storage, url)
+    assert _nothing_left(db_url, run_dir, url)
     # a text file renamed .laz
     text = b"id,height\n1,20.5\n" * 100
     url = _create(server, uploader, len(text), meta).headers["Location"]
     assert _patch(url, uploader, text, 0).status_code == 422
-    assert _nothing_left(db_url, storage, url)
+    assert _nothing_left(db_url, run_dir, url)
     # a wrong checksum: 460, the chunk is discarded, the offset stays
     url = _create(server, uploader, len(data), meta).headers["Location"]
     bad = base64.b64encode(hashlib.sha1(b"something else").digest()).decode()
@@ -242,7 +245,7 @@ def test_bad_uploads_get_the_right_status_and_leave_nothing(server, db_url, uplo
     assert requests.head(url, headers={**TUS, **uploader}).headers["Upload-Offset"] == "1000"
     # termination removes the bytes
     assert requests.delete(url, headers={**TUS, **uploader}).status_code == 204
-    assert _nothing_left(db_url, storage, url)
+    assert _nothing_left(db_url, run_dir, url)
     # a wrong protocol version
     r = requests.post(f"{server}/uploads", headers={**uploader, "Tus-Resumable": "0.2.2", "Upload-Length": "10"})
     assert r.status_code == 412 and r.headers["Tus-Version"] == "1.0.0"
@@ -268,7 +271,7 @@ def test_bad_uploads_get_the_right_status_and_leave_nothing(server, db_url, uplo
 
 
 def test_expired_uploads_answer_410_and_are_purged(server, workers, db_url, upload_project, uploader):
-    storage = Path(server.log).parent / "storage"
+    run_dir = Path(server.log).parent           # the workspace and the storage are under it
     url = _create(server, uploader, 5000, {"filename": "e.laz", "project": upload_project, "name": "e"}).headers[
         "Location"]
     assert _patch(url, uploader, b"\0" * 100, 0).status_code == 204
@@ -279,9 +282,9 @@ def test_expired_uploads_answer_410_and_are_purged(server, workers, db_url, uplo
     assert _patch(url, uploader, b"\0" * 100, 100).status_code == 410
     workers.start(1, CANOPY_REAP_EVERY="1")
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not _nothing_left(db_url, storage, url):
+    while time.monotonic() < deadline and not _nothing_left(db_url, run_dir, url):
         time.sleep(0.3)
-    assert _nothing_left(db_url, storage, url)
+    assert _nothing_left(db_url, run_dir, url)
 
 
 def test_creation_with_upload_options_and_duplicates(server, workers, db_url, upload_project, uploader, small_laz):
@@ -344,3 +347,70 @@ upload.start();
                                        (url.rsplit("/", 1)[1],)).fetchone()
     assert completed is not None and meta["scan"]
     assert len(data) > 0
+
+
+def test_terminating_a_completed_upload_keeps_the_scans_file(server, db_url, upload_project, uploader, tmp_path):
+    """tus termination forgets a completed upload; the file it became belongs to its scan."""
+    points, _ = make_forest("open", size=30, seed=31)
+    data = write_las(tmp_path / "kept.laz", points, crs="EPSG:3005").read_bytes()
+    meta = {"filename": "kept.laz", "project": upload_project, "name": "kept"}
+    encoded = ",".join(f"{k} {base64.b64encode(str(v).encode()).decode()}" for k, v in meta.items())
+    r = requests.post(f"{server}/uploads", data=data, headers={
+        **TUS, **uploader, "Upload-Length": str(len(data)), "Upload-Metadata": encoded,
+        "Content-Type": "application/offset+octet-stream"})
+    assert r.status_code == 201 and r.headers["Upload-Offset"] == str(len(data)), r.text
+    url, scan_id = r.headers["Location"], int(r.headers["Canopy-Scan"].rsplit("/", 1)[1])
+    digest = hashlib.sha256(data).hexdigest()
+    with psycopg.connect(db_url) as conn:
+        key = conn.execute("SELECT storage_uri FROM scan_files WHERE scan_id = %s AND sha256 = %s",
+                           (scan_id, digest)).fetchone()[0]
+    stored = Path(server.log).parent / "storage" / key
+    assert _sha256(stored) == digest
+
+    assert requests.delete(url, headers={**TUS, **uploader}).status_code == 204
+    assert stored.is_file() and _sha256(stored) == digest            # the scan's file is untouched
+    assert requests.head(url, headers={**TUS, **uploader}).status_code == 404
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM uploads WHERE id = %s", (url.rsplit("/", 1)[1],)).fetchone()[0] == 0
+        assert conn.execute("SELECT storage_uri FROM scan_files WHERE scan_id = %s", (scan_id,)).fetchone()[0] == key
+    scan = requests.get(f"{server}/collections/scans/items/{scan_id}", headers=uploader)
+    assert scan.status_code == 200
+
+
+def _slow_patch(url: str, headers: dict, body: bytes, pieces: int, pause: float) -> int:
+    """A PATCH whose body arrives in `pieces` over `pieces * pause` seconds; its status."""
+    import http.client
+    from urllib.parse import urlparse
+    target = urlparse(url)
+    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+    try:
+        conn.putrequest("PATCH", target.path)
+        for key, value in {**TUS, **headers, "Upload-Offset": "0", "Content-Length": str(len(body)),
+                           "Content-Type": "application/offset+octet-stream"}.items():
+            conn.putheader(key, value)
+        conn.endheaders()
+        step = len(body) // pieces
+        for i in range(pieces):
+            conn.send(body[i * step:] if i == pieces - 1 else body[i * step:(i + 1) * step])
+            time.sleep(pause)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_32_concurrent_patches_on_different_uploads_succeed(server, db_url, upload_project, uploader):
+    """A PATCH holds no database connection while its body arrives: 32 slow bodies at once
+    (16 served at a time by 2 workers x 8 threads, each with a pool of 8) all succeed."""
+    from concurrent.futures import ThreadPoolExecutor
+    meta = {"filename": "c.laz", "project": upload_project, "name": "concurrent"}
+    urls = [_create(server, uploader, 1 << 20, meta).headers["Location"] for _ in range(32)]
+    body = bytes(range(256)) * 256                                   # 64 KiB of the 1 MiB each
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(lambda u: _slow_patch(u, uploader, body, 8, 0.2), urls))
+    assert statuses == [204] * 32, statuses
+    offsets = [requests.head(u, headers={**TUS, **uploader}).headers["Upload-Offset"] for u in urls]
+    assert offsets == [str(len(body))] * 32
+    run_dir = Path(server.log).parent
+    assert all((run_dir / "work" / "uploads" / f"{u.rsplit('/', 1)[1]}.part").read_bytes() == body for u in urls)
+    for url in urls:
+        assert requests.delete(url, headers={**TUS, **uploader}).status_code == 204

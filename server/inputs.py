@@ -1,0 +1,132 @@
+"""What a request's URL and JSON body may hold, checked once for every route before it runs.
+
+- Text never carries control characters (U+0000–U+001F but tab, line feed and carriage
+  return; U+007F–U+009F): PostgreSQL cannot store NUL, and no name, id, filter or value
+  of ours has them. A path holding one names nothing (404); a query parameter or a
+  string anywhere in a JSON body is a 400. Checking here covers every place text goes
+  on to PostgreSQL (login, users, projects, feature properties, property filters, CQL2,
+  process inputs) with one rule.
+- Row ids in Canopy's URLs are ASCII integers: the `<id:…>` converter (werkzeug's `int`
+  matches any Unicode digit, e.g. "١"); pygeoapi's item routes go through the
+  provider's `parse_id`, the same rule.
+- `f`, `lang` and `ui` take only the values the route serves; an unknown or empty one
+  is a 400 like any other unknown value.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Flask, current_app, request
+from werkzeug.routing import BaseConverter, ValidationError
+
+from providers.schema import ID_PATTERN, parse_id
+
+from .errors import BadRequest, NotFound
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_JSON_TYPES = ("application/json", "application/geo+json", "application/query-cql-json",
+               "application/merge-patch+json")
+_PYGEOAPI_FORMATS = {"json", "html", "jsonld"}   # what pygeoapi renders on all its routes
+_EXPORT_FORMATS = {"csv"}                        # pygeoapi's formatters, on items only
+_UIS = {"swagger", "redoc"}                      # pygeoapi's OpenAPI pages
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in `text` as U+XXXX, or None when it has none."""
+    found = _CONTROL.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
+
+
+def check_text(text: str, what: str) -> str:
+    """`text` unchanged; a 400 naming `what` if it holds a control character."""
+    char = control_character(text)
+    if char is not None:
+        raise BadRequest(f"{what} contains the control character {char}; text may not hold any")
+    return text
+
+
+def check_json(value: Any, what: str = "the body") -> None:
+    """Every key and string of a decoded JSON document, checked with `check_text`."""
+    stack = [(value, what)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            check_text(item, where)
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                check_text(key, f"a member name in {what}")
+                stack.append((member, f"{what}: member {key!r}"))
+        elif isinstance(item, list):
+            stack.extend((member, where) for member in item)
+
+
+class IdConverter(BaseConverter):
+    """`<id:name>`: a row id in ASCII digits, given to the view as an int."""
+
+    regex = ID_PATTERN
+
+    def to_python(self, value: str) -> int:
+        try:
+            return parse_id(value)
+        except ValueError:
+            raise ValidationError() from None
+
+    def to_url(self, value: Any) -> str:
+        return str(int(value))
+
+
+def _check_url() -> None:
+    if control_character(request.path):
+        raise NotFound(f"nothing at {request.path!r}: a path holds no control characters")
+    for name, value in request.args.items(multi=True):
+        check_text(name, "a query parameter name")
+        check_text(value, f"query parameter {name!r}")
+
+
+def _formats() -> set[str] | None:
+    """Values of `f` the matched route serves; None where the route checks them itself."""
+    if request.blueprint == "tiles":
+        return None                          # tiles pick png/webp/jpeg/mvt and refuse others
+    if request.blueprint == "pygeoapi":
+        items = request.endpoint == "pygeoapi.collection_items"
+        return _PYGEOAPI_FORMATS | (_EXPORT_FORMATS if items else set())
+    return {"json"}                          # Canopy's own routes answer JSON only
+
+
+def _one_of(name: str, allowed: set[str] | None) -> None:
+    value = request.args.get(name)
+    if value is None:
+        return
+    if value == "" or (allowed is not None and value not in allowed):
+        choices = f"; use {', '.join(sorted(allowed))}" if allowed else "; leave it out for the default"
+        raise BadRequest(f"{name}={value!r} is not served here{choices}")
+
+
+def _check_enumerations() -> None:
+    _one_of("f", _formats())
+    _one_of("lang", set(current_app.config["PYGEOAPI_CONFIG"]["server"].get("languages", [])))
+    if request.endpoint == "pygeoapi.openapi":
+        _one_of("ui", _UIS)
+
+
+def _check_json_body() -> None:
+    if request.mimetype in _JSON_TYPES:
+        body = request.get_json(force=True, silent=True)   # cached: the route reads the same one
+        if body is not None:
+            check_json(body)
+
+
+def check_request() -> None:
+    """Every rule of this module, for the request being served."""
+    _check_url()
+    if request.url_rule is not None:         # an unknown route is a 404, whatever its query
+        _check_enumerations()
+    _check_json_body()
+
+
+def register(app: Flask) -> None:
+    """The `id` converter (before any route is added) and the checks (before any route runs)."""
+    app.url_map.converters["id"] = IdConverter
+    app.before_request(check_request)
