@@ -285,15 +285,14 @@ def naive_products(truth: Truth) -> Products:
     from .ground import classify_ground
     from .read import open_scan, read_points
     from .surface import p2r, rasterize_canopy
-    from .terrain import GroundModel, rasterize_terrain
+    from .terrain import GroundModel, normalize_height, rasterize_terrain
     from .trees import lmf, locate_trees
 
     t0 = time.perf_counter()
     pts = classify_ground(read_points(open_scan(truth.files)))
     model = GroundModel.from_points(pts)
     dtm = rasterize_terrain(pts, grid=Grid.covering(truth.bounds, 1.0), model=model)
-    n = pts.replace(z=pts.z - model(pts.x, pts.y))
-    n = n.subset(np.isfinite(n.z) & (n.z > -2) & (n.z < 90))
+    n = normalize_height(pts, model, zmin=-2.0, hmax=90.0)
     chm = rasterize_canopy(n, algorithm=p2r(), grid=Grid.covering(truth.bounds, 0.5))
     chm.data = np.nan_to_num(chm.data, nan=0.0)
     tops = locate_trees(chm, lmf(ws=2.5))

@@ -306,8 +306,3 @@ def from_flags(args: argparse.Namespace, family: str) -> Any:
     given = {k: v for k, v in given.items() if v is not None}
     name = getattr(args, family) or _DEFAULT[family]
     return build(family, {"algorithm": name, **given})
-
-
-def default(family: str) -> Any:
-    """The family's default algorithm, with its defaults."""
-    return members(family)[_DEFAULT[family]]()
