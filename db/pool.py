@@ -11,6 +11,12 @@ import threading
 
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
+from psycopg_pool.base import AttemptWithBackoff
+
+# Reconnect to a lost PostgreSQL every second: psycopg_pool doubles the wait without a
+# bound, so after a 30 s outage a pool would stay empty for ~30 s more (503s long after
+# the database is back). A connection attempt a second per process costs nothing.
+AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
 _pools: dict[str, ConnectionPool] = {}
 _lock = threading.Lock()
@@ -30,9 +36,14 @@ def get_pool(database_url: str | None = None) -> ConnectionPool:
         with _lock:
             pool = _pools.get(url)
             if pool is None:
+                # A request waits at most CANOPY_DB_POOL_TIMEOUT (2 s) for a connection, then
+                # answers 503 (PoolTimeout); each connection is checked when it is handed out, so
+                # after a PostgreSQL restart no request gets a dead one.
                 pool = ConnectionPool(url, min_size=1, max_size=int(os.environ.get("CANOPY_DB_POOL", "8")),
-                                      configure=_configure, open=True, timeout=10,
-                                      kwargs={"connect_timeout": 5, "autocommit": True})
+                                      configure=_configure, open=True,
+                                      timeout=float(os.environ.get("CANOPY_DB_POOL_TIMEOUT", "2")),
+                                      check=ConnectionPool.check_connection,
+                                      kwargs={"connect_timeout": 2, "autocommit": True})
                 _pools[url] = pool
     return pool
 

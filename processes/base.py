@@ -36,6 +36,17 @@ class ScanInput:
 
 
 @dataclass
+class RunInput:
+    """The products of an earlier run (a successful job's id) that a process reads."""
+    id: str
+    scan_id: int
+    project_id: int
+    process_id: str
+    chm: Path | None              # the run's canopy height model (COG), a local file
+    trees: dict[str, Any]         # x, y (native CRS), height, crown_diameter: numpy arrays
+
+
+@dataclass
 class PlotInput:
     id: int
     geometry_wkt: str             # in the scan's CRS
@@ -51,8 +62,21 @@ class JobContext(Protocol):
     def scan(self, scan_id: int) -> ScanInput:
         """A scan the caller may use (raises ProcessInputError otherwise)."""
 
+    def run(self, run_id: str) -> RunInput:
+        """An earlier run the caller may read (raises ProcessInputError otherwise)."""
+
     def plots(self, scan: ScanInput, plot_ids: list[int] | None) -> list[PlotInput]:
         """The given plots, or the plots that intersect the scan, in the scan's CRS."""
+
+    def plot_records(self, scan: ScanInput, plot_ids: list[int] | None) -> list[dict]:
+        """Plots (given, or intersecting the scan) with `id`, `attributes`, `metrics`, `area_m2`
+        and `covered` (inside the scan's footprint)."""
+
+    def area_model(self, model_id: int) -> dict:
+        """A stored area model of the job's project (its row, `model` the serialised forest)."""
+
+    def grid_metrics(self, scan: ScanInput) -> list[dict]:
+        """The scan's grid-metrics rasters, newest first: `path`, `resolution_m`, `run_id`, `bands`."""
 
     def share_part(self, path: Path, name: str) -> None:
         """Hand the local file `path` (consumed) to the job's parent, or to this job's
@@ -77,6 +101,7 @@ class CanopyProcess(BaseProcessor):
     inside the web request when the client does not ask for async execution."""
 
     sync = False
+    run_inputs: tuple[str, ...] = ()   # inputs naming runs (job ids) it reads: the caller must read them
 
     def __init__(self, processor_def: dict, metadata: dict):
         super().__init__(processor_def, metadata)

@@ -26,6 +26,7 @@ class RequestContext:
     if_match: int | None = None               # version the client says it is changing
     page_links: list | None = None            # next/prev links the provider made for the page
     version: int | None = None                # version of the item served or written (ETag)
+    run: str | None = None                    # `run`: a job id, "all", or None for the current runs
 
 
 current: ContextVar[RequestContext] = ContextVar("canopy_request", default=RequestContext())

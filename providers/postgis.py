@@ -21,10 +21,11 @@ import orjson
 import psycopg
 from psycopg import sql
 from pygeoapi.provider.base import (BaseProvider, ProviderGenericError, ProviderInvalidQueryError,
-                                    ProviderItemNotFoundError, ProviderQueryError, SchemaType)
+                                    ProviderItemNotFoundError, SchemaType)
 
 from db.access import visible_projects, writable_projects
 from db.pool import get_pool
+from db.runs import run_rows
 
 from . import context
 from .cql2sql import FilterError, to_sql
@@ -56,6 +57,14 @@ class PreconditionFailed(ProviderGenericError):
     ogc_exception_code = "PreconditionFailed"
     http_status_code = 412
     default_msg = "the item has changed since it was read: fetch it again and retry with its new ETag"
+
+
+class DatabaseUnavailable(ProviderGenericError):
+    """PostgreSQL is unreachable (restarting, down): a 503 the client retries, never its error text."""
+
+    ogc_exception_code = "ServiceUnavailable"
+    http_status_code = 503
+    default_msg = "the database is unavailable; retry in a few seconds"
 
 
 def output_srid(crs_transform_spec: Any) -> tuple[int, bool]:
@@ -125,7 +134,8 @@ class PostGISProvider(BaseProvider):
 
     def _where(self, bbox: list, datetime_: str | None, properties: list, filterq: Any
                ) -> list[sql.Composable]:
-        where: list[sql.Composable] = [visible_projects(context.get().principal)]
+        where: list[sql.Composable] = [visible_projects(context.get().principal),
+                                       run_rows(self.table.name, context.get().run)]
         if bbox:
             minx, miny, maxx, maxy = (float(v) for v in (bbox[:2] + bbox[2:4] if len(bbox) == 4
                                                            else [bbox[0], bbox[1], bbox[3], bbox[4]]))
@@ -477,8 +487,8 @@ class PostGISProvider(BaseProvider):
                                                     f"{err.diag.message_detail}")
         except psycopg.errors.IntegrityError as err:
             raise InvalidItem(user_msg=f"invalid item: {err.diag.message_primary}")
-        except psycopg.OperationalError as err:
-            raise ProviderQueryError(user_msg=f"database unavailable: {err}")
+        except psycopg.OperationalError:
+            raise DatabaseUnavailable()
 
 
 def _parse_id(identifier: Any) -> int:

@@ -83,7 +83,7 @@ TABLES: dict[str, Table] = {
         ),
     ),
     "trees": Table(
-        name="trees", geometry="geom", geometry_type="Point",
+        name="trees", geometry="geom", geometry_type="Point", time_field="created_at",
         columns=(
             _c("scan_id", "bigint", "integer", nullable=False),
             _c("project_id", "bigint", "integer", nullable=False),
@@ -93,15 +93,19 @@ TABLES: dict[str, Table] = {
             _c("crown_area_m2", "real", "number"),
             _c("crown_diameter_m", "real", "number"),
             _c("apex_height_m", "real", "number"),
+            _c("run_id", "text", "string"),
+            _c("created_at", "timestamptz", "string", nullable=False, json_format="date-time"),
         ),
     ),
     "crowns": Table(
-        name="crowns", geometry="geom", geometry_type="Polygon",
+        name="crowns", geometry="geom", geometry_type="Polygon", time_field="created_at",
         columns=(
             _c("tree_id", "bigint", "integer"),
             _c("scan_id", "bigint", "integer", nullable=False),
             _c("project_id", "bigint", "integer", nullable=False),
             _c("area_m2", "real", "number"),
+            _c("run_id", "text", "string"),
+            _c("created_at", "timestamptz", "string", nullable=False, json_format="date-time"),
         ),
     ),
     "rasters": Table(
@@ -114,6 +118,7 @@ TABLES: dict[str, Table] = {
             _c("resolution_m", "double precision", "number"),
             _c("bands", "jsonb", "array"),
             _c("stats", "jsonb", "object"),
+            _c("run_id", "text", "string"),
             _c("created_at", "timestamptz", "string", nullable=False, json_format="date-time"),
         ),
     ),

@@ -6,12 +6,13 @@ import argparse
 import os
 import secrets
 import signal
-import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from .settings import ROOT
+from .supervisor import Supervised, supervise
 
 
 def _migrate(_args=None) -> None:
@@ -87,15 +88,45 @@ def _secret(_args=None) -> None:
     print(f"JWT signing secret {'created in' if made else 'kept from'} {path}")
 
 
-def _demo(_args=None) -> None:
-    from .demo import load_demo
-    print(load_demo(os.environ["DATABASE_URL"]))
+def _demo(args=None) -> None:
+    """Load the demo project and plots, make sure its scan has its file and queue the
+    next demo job (a worker runs it); with --wait, follow the jobs until the end."""
+    from . import demo
+    from .settings import get_settings
+    print(demo.load_demo(os.environ["DATABASE_URL"]), flush=True)
+    settings = get_settings()
+    if getattr(args, "wait", False):
+        sys.exit(0 if demo.follow(settings, log=lambda m: print(m, flush=True)) else 1)
+    step = demo.next_job(settings, demo.ensure_scan(settings, log=lambda m: print(m, flush=True)))
+    print("demo: complete" if step is None else f"demo: {step[1]} job {step[0]} queued or running")
+
+
+def _follow_demo(started: float, public_url: str, stopping) -> threading.Thread:
+    """Complete the demo in the background while the server already serves."""
+    from . import demo
+    from .settings import get_settings
+
+    def run() -> None:
+        try:
+            ok = demo.follow(get_settings(), log=lambda m: print(m, flush=True), stop=stopping)
+        except Exception as err:          # the server keeps serving; the next start resumes the demo
+            print(f"demo: not completed ({type(err).__name__}: {err}); `make run` resumes it", flush=True)
+            return
+        if ok:
+            print(f"demo: ready {time.monotonic() - started:.0f} s after start — open {public_url}/viewer",
+                  flush=True)
+
+    thread = threading.Thread(target=run, name="demo", daemon=True)
+    thread.start()
+    return thread
 
 
 def _gunicorn_cmd(host: str, port: int, workers: int) -> list[str]:
+    """gunicorn with an asyncio loop per worker (server/webworker.py): event streams hold
+    no thread; the Flask app runs on WEB_THREADS threads per worker (server/asgi.py)."""
     return [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"{host}:{port}",
-            "--worker-class", "gthread", "--threads", os.environ.get("WEB_THREADS", "8"),
-            "--graceful-timeout", "30", "--timeout", "120", "server.wsgi:app"]
+            "--worker-class", "server.webworker.WebWorker",
+            "--graceful-timeout", "30", "--timeout", "120", "server.asgi:app"]
 
 
 def _worker(args) -> None:
@@ -109,6 +140,9 @@ def _worker(args) -> None:
 
 def _serve(args) -> None:
     """Run the web app under gunicorn in the foreground (DATABASE_URL and REDIS_URL set)."""
+    from .metrics import prepare_dir
+    from .settings import get_settings
+    prepare_dir(get_settings().metrics_dir)     # before gunicorn: its workers count into it
     os.execv(sys.executable, _gunicorn_cmd(args.host, args.port, args.workers))
 
 
@@ -117,13 +151,20 @@ def _dev(args) -> None:
     set), migrate, create the admin, load the demo forest and serve until Ctrl-C/SIGTERM."""
     from .devservices import LocalPostgres, LocalRedis
 
+    t0 = time.monotonic()
+
+    def step(message: str) -> None:
+        print(f"canopy [{time.monotonic() - t0:5.1f} s] {message}", flush=True)
+
     data = Path(os.environ.get("CANOPY_DATA_DIR", ROOT / ".data"))
     started = []
     if not os.environ.get("DATABASE_URL"):
+        step(f"starting PostgreSQL + PostGIS in {data / 'postgres'}")
         pg = LocalPostgres(data / "postgres")
         os.environ["DATABASE_URL"] = pg.start()
         started.append(pg)
     if not os.environ.get("REDIS_URL"):
+        step(f"starting Redis in {data / 'redis'}")
         rd = LocalRedis(data / "redis")
         os.environ["REDIS_URL"] = rd.start()
         started.append(rd)
@@ -138,31 +179,34 @@ def _dev(args) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    web = worker = None
+    keeper = None
     try:
+        step("applying database migrations")
         _migrate()
         ensure_admin()
-        _demo()
+        from .demo import load_demo
+        step(load_demo(os.environ["DATABASE_URL"]))
         host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "5000"))
-        web = subprocess.Popen(_gunicorn_cmd(host, port, args.workers))
-        worker = subprocess.Popen([sys.executable, "-m", "server", "worker"])
-        print(f"Canopy serves at http://{host}:{port}  (Ctrl-C stops everything)", flush=True)
-        while not stopping and web.poll() is None and worker.poll() is None:
+        step("starting the web server (gunicorn) and a job worker (Huey)")
+        from .metrics import prepare_dir
+        from .settings import get_settings
+        prepare_dir(get_settings().metrics_dir)
+        children = [Supervised("web server", _gunicorn_cmd(host, port, args.workers)),
+                    Supervised("job worker", [sys.executable, "-m", "server", "worker"])]
+        keeper = threading.Thread(target=supervise, args=(children, lambda: stopping), daemon=True)
+        keeper.start()          # a dead web server or worker is restarted, never the whole stack stopped
+        step(f"Canopy serves at http://{host}:{port}  (Ctrl-C stops everything)")
+        _follow_demo(t0, f"http://{host}:{port}", lambda: stopping)
+        while not stopping:
             time.sleep(0.3)
     finally:
-        for proc in (web, worker):
-            if proc and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)   # graceful stop for gunicorn and the worker
-        for proc in (web, worker):
-            if proc:
-                try:
-                    proc.wait(40)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stopping = True
+        if keeper:
+            keeper.join(90)         # SIGTERM to both (their graceful stop), SIGKILL after 40 s
         for service in reversed(started):
             service.stop()
         print("Canopy stopped", flush=True)
-    sys.exit(0 if stopping else (web.returncode if web else 1))
+    sys.exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     worker.add_argument("--workers", type=int, default=int(os.environ.get("CANOPY_WORKERS", "2")))
     worker.set_defaults(func=_worker)
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=_migrate)
-    sub.add_parser("demo", help="load the demo forest (idempotent)").set_defaults(func=_demo)
+    demo = sub.add_parser("demo", help="load the demo forest and queue its jobs (idempotent)")
+    demo.add_argument("--wait", action="store_true", help="follow the demo's jobs until they end (needs a worker)")
+    demo.set_defaults(func=_demo)
     sub.add_parser("secret", help="create the JWT signing secret in CANOPY_JWT_SECRET_FILE unless it "
                                   "exists").set_defaults(func=_secret)
     user = sub.add_parser("create-user", help="create a user")

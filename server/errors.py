@@ -58,6 +58,33 @@ class PreconditionRequired(CanopyError):
     status, code = 428, "PreconditionRequired"
 
 
+RETRY_AFTER_S = 5      # what a 503 tells clients to wait: outages of PostgreSQL/Redis restarts last seconds
+
+
+class ServiceUnavailable(CanopyError):
+    """A service the request needs (PostgreSQL, Redis) is unreachable: retry later."""
+
+    status, code = 503, "ServiceUnavailable"
+
+    def __init__(self, detail: str, **kwargs):
+        super().__init__(detail, **kwargs)
+        self.headers.setdefault("Retry-After", str(RETRY_AFTER_S))
+
+
+def _outages() -> tuple[tuple[type, str], ...]:
+    """(exception type, which service) of the errors that mean "unreachable, retry"."""
+    import psycopg
+    import redis
+    out = [(psycopg.OperationalError, "the database"),       # AdminShutdown, lost connections, PoolTimeout
+           (redis.ConnectionError, "Redis"), (redis.TimeoutError, "Redis")]
+    try:
+        import psycopg2
+        out.append((psycopg2.OperationalError, "the database"))   # pygeoapi's own psycopg2 paths
+    except ImportError:
+        pass
+    return tuple(out)
+
+
 _EXTRA_STATUSES = {460: "Checksum Mismatch"}
 
 
@@ -87,6 +114,23 @@ def register(app) -> None:
     def _provider(err: ProviderGenericError):
         # what pygeoapi's providers raise, where Canopy calls them itself (PATCH, OPTIONS)
         return problem(int(err.http_status_code), err.message, err.ogc_exception_code)
+
+    for kind, service in _outages():
+        def _outage(err, service=service):
+            # logged without the traceback: an outage, not a bug; its text never reaches the client
+            app.logger.warning("%s unreachable: %s", service, type(err).__name__, extra={"fields": {
+                "request_id": g.get("request_id"), "method": request.method, "path": request.path}})
+            return problem(503, f"{service} is unavailable; retry in a few seconds", "ServiceUnavailable",
+                           {"Retry-After": str(RETRY_AFTER_S)})
+        app.register_error_handler(kind, _outage)
+
+    @app.after_request
+    def _retry_after(response):
+        # every 503 says when to retry, pygeoapi's own exception documents too (registered
+        # first, this runs last: the rate limiter's window-based Retry-After is not an outage's)
+        if response.status_code == 503:
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
 
     @app.errorhandler(404)
     def _not_found(err):

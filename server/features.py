@@ -22,6 +22,7 @@ from pygeofilter.parsers.cql2_json import parse as parse_cql2_json
 from pygeofilter.parsers.cql2_text import parse as parse_cql2_text
 from werkzeug.datastructures import ImmutableMultiDict
 
+from db.runs import ALL, RUN_ID, RUN_TABLES
 from providers import context
 from providers.postgis import output_srid
 from providers.schema import TABLES
@@ -131,6 +132,8 @@ def _check_query(ctx: context.RequestContext, collection: str, item_id: str | No
     allowed = _COMMON_PARAMS | (_ITEM_PARAMS if item_id else _ITEMS_PARAMS)
     if not item_id and collection in TABLES:
         allowed |= set(TABLES[collection].fields)
+    if not item_id and collection in RUN_TABLES:
+        allowed.add("run")
     unknown = sorted(set(request.args) - allowed)
     if unknown:
         raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}; "
@@ -139,6 +142,7 @@ def _check_query(ctx: context.RequestContext, collection: str, item_id: str | No
         return
     if "datetime" in request.args:
         _check_datetime(request.args["datetime"])
+    _parse_run(ctx)
     _parse_filter(ctx)
     ctx.cursor = request.args.get("cursor")
     ctx.query = request.args.to_dict()              # what the paging links carry on
@@ -147,6 +151,17 @@ def _check_query(ctx: context.RequestContext, collection: str, item_id: str | No
     # pygeoapi must not see what this layer handles (it would re-parse the filter as ECQL)
     request.args = ImmutableMultiDict([(k, ctx.query[k] if k == "sortby" else v)
                                        for k, v in request.args.items(multi=True) if k not in _OURS])
+
+
+def _parse_run(ctx: context.RequestContext) -> None:
+    """`run`: the rows of one run (a job id) or of every run (`all`); without it (or a
+    `run_id` property filter) a list shows each scan's current runs (db/runs.py)."""
+    run = request.args.get("run", request.args.get("run_id"))
+    if run is None:
+        return
+    if run != ALL and not RUN_ID.fullmatch(run):
+        raise BadRequest(f"run must be a job id or {ALL!r}, not {run!r}")
+    ctx.run = run
 
 
 def _parse_sortby(value: str, collection: str) -> str:

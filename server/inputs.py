@@ -11,10 +11,15 @@
   provider's `parse_id`, the same rule.
 - `f`, `lang` and `ui` take only the values the route serves; an unknown or empty one
   is a 400 like any other unknown value.
+- A request body is at most CANOPY_MAX_BODY_BYTES (16 MiB: a plot, a filter, an execute
+  request; 413 beyond), except tus uploads, bounded by CANOPY_UPLOAD_MAX_BYTES and the
+  quota. A JSON body nests at most MAX_JSON_DEPTH (64) levels and holds no NaN or
+  Infinity (not JSON; PostgreSQL's jsonb refuses them): both are 400s.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -29,7 +34,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _JSON_TYPES = ("application/json", "application/geo+json", "application/query-cql-json",
                "application/merge-patch+json")
 _PYGEOAPI_FORMATS = {"json", "html", "jsonld"}   # what pygeoapi renders on all its routes
-_EXPORT_FORMATS = {"csv"}                        # pygeoapi's formatters, on items only
+_EXPORT_FORMATS = {"csv", "gpkg", "shp", "fgb"}   # server/exports, on items only
 _UIS = {"swagger", "redoc"}                      # pygeoapi's OpenAPI pages
 
 
@@ -92,6 +97,8 @@ def _formats() -> set[str] | None:
     if request.blueprint == "pygeoapi":
         items = request.endpoint == "pygeoapi.collection_items"
         return _PYGEOAPI_FORMATS | (_EXPORT_FORMATS if items else set())
+    if request.endpoint == "jobs.list_jobs":
+        return {"json", "html", "jsonld"}    # pygeoapi's HTML page (server/pages/jobs_html.py) asks for jsonld
     return {"json"}                          # Canopy's own routes answer JSON only
 
 
@@ -111,15 +118,52 @@ def _check_enumerations() -> None:
         _one_of("ui", _UIS)
 
 
+MAX_JSON_DEPTH = 64
+
+
+def _not_json(constant: str) -> None:
+    raise BadRequest(f"{constant} is not a JSON number; send a finite number or null")
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a decoded document (a scalar is 0)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            stack.extend((member, depth) for member in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _check_json_body() -> None:
-    if request.mimetype in _JSON_TYPES:
-        body = request.get_json(force=True, silent=True)   # cached: the route reads the same one
-        if body is not None:
-            check_json(body)
+    if request.mimetype not in _JSON_TYPES:
+        return
+    raw = request.get_data(cache=True)       # cached: the route reads the same bytes
+    if not raw:
+        return
+    try:
+        body = json.loads(raw, parse_constant=_not_json)
+    except RecursionError:
+        raise BadRequest(f"the JSON body nests too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+    except ValueError:
+        return                               # not JSON at all: the route says what it expected
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the JSON body nests too deeply (at most {MAX_JSON_DEPTH} levels)")
+    check_json(body)
+
+
+def _limit_body() -> None:
+    """The body cap of this request (werkzeug answers 413 past it); tus uploads are
+    bounded by their own limits (server/uploads)."""
+    if request.blueprint != "uploads":
+        request.max_content_length = current_app.config["CANOPY_SETTINGS"].max_body_bytes
 
 
 def check_request() -> None:
     """Every rule of this module, for the request being served."""
+    _limit_body()
     _check_url()
     if request.url_rule is not None:         # an unknown route is a 404, whatever its query
         _check_enumerations()

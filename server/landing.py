@@ -10,6 +10,7 @@ from flask import Flask, Response, current_app, request
 _EXTRA = [("auth", "/auth/token", "application/json", "Sign in (POST username and password for tokens)"),
           ("projects", "/projects", "application/json", "Projects and their members"),
           ("uploads", "/uploads", "application/json", "Resumable uploads of LAS/LAZ scans (tus 1.0.0)"),
+          ("area-models", "/area-models", "application/json", "Area-based models of plot attributes (fit-area-model)"),
           ("http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes", "/tileMatrixSets", "application/json",
            "Tile matrix sets"),
           ("viewer", "/viewer", "text/html", "Web map of plots, scans, trees, crowns and rasters"),

@@ -15,7 +15,11 @@ from typing import Any
 from pygeoapi.openapi import get_oas
 
 from .auth.openapi_paths import PATHS as AUTH_PATHS
+from .exports import PATHS as EXPORT_PATHS
+from .runs.openapi_paths import PATHS as RUN_PATHS, RUN_PARAMETER
+from .area_models.openapi_paths import PATHS as AREA_MODEL_PATHS
 from .tiles.openapi_paths import PATHS as TILE_PATHS
+from .pages.openapi_paths import PATHS as PAGE_PATHS
 from .settings import Settings
 
 _LINK = {"type": "object", "required": ["href"], "properties": {
@@ -189,7 +193,10 @@ def build_openapi(config: dict, settings: Settings) -> dict:
         if path.endswith("/items") and "get" in item:
             item["get"]["parameters"] += [{"$ref": f"#/components/parameters/{p}"}
                                           for p in ("filter", "filter-lang", "filter-crs", "cursor")]
+            if path in ("/collections/trees/items", "/collections/crowns/items", "/collections/rasters/items"):
+                item["get"]["parameters"].append(dict(RUN_PARAMETER))
             item["get"]["responses"]["200"] = {"$ref": "#/components/responses/Features"}
+            _declare_exports(doc, item["get"])
         if path.endswith("/items/{featureId}") and "get" in item:
             item["get"]["responses"]["200"] = {"$ref": "#/components/responses/Feature"}
             if "put" in item:
@@ -207,9 +214,40 @@ def build_openapi(config: dict, settings: Settings) -> dict:
                 item["patch"] = patch
     doc["paths"].update(_canopy_paths())
     doc["paths"].update(AUTH_PATHS)
+    doc["paths"].update(EXPORT_PATHS)
     doc["paths"].update(TILE_PATHS)
+    doc["paths"].update(RUN_PATHS)
+    doc["paths"].update(AREA_MODEL_PATHS)
+    doc["paths"].update(PAGE_PATHS)
+    tags.append({"name": "runs", "description": "Each scan's runs: the products of every job, kept"})
+    tags.append({"name": "area-models", "description": "Area-based models of plot attributes (fit-area-model)"})
     _declare_security(doc)
     return doc
+
+
+def _declare_exports(doc: dict, op: dict) -> None:
+    """Items also answer as files (server/exports): `f` lists them and the 200 response
+    carries their media types beside GeoJSON."""
+    from .exports.writer import FORMATS
+    params, responses = doc["components"]["parameters"], doc["components"]["responses"]
+    if "f-items" not in params:
+        f = copy.deepcopy(params["f"])
+        f["schema"]["enum"] = list(dict.fromkeys(f["schema"]["enum"] + ["csv", *FORMATS]))
+        f["description"] = ("The output format: GeoJSON (json, the default), html, jsonld, or a file of every "
+                            "matching item (not one page): gpkg (GeoPackage), shp (zipped Shapefile), fgb "
+                            "(FlatGeobuf), csv (flat: projected x/y with crs_epsg, lon/lat, one column per "
+                            "metric named with its unit). Accept with the media types works too.")
+        params["f-items"] = f
+        features = copy.deepcopy(responses["Features"])
+        features["description"] = "A page of features, or with f=gpkg|shp|fgb|csv a file of all of them"
+        for fmt in FORMATS.values():
+            features["content"][fmt.media_type.split(";")[0]] = {"schema": {"type": "string", "format": "binary"}}
+        features["headers"] = {"Content-Disposition": {"schema": {"type": "string"},
+                                                       "description": "attachment; filename=... (files)"}}
+        responses["FeaturesOrExport"] = features
+    op["parameters"] = [{"$ref": "#/components/parameters/f-items"} if p == {"$ref": "#/components/parameters/f"}
+                        else p for p in op["parameters"]]
+    op["responses"]["200"] = {"$ref": "#/components/responses/FeaturesOrExport"}
 
 
 _WRITES = ("post", "put", "patch", "delete")
@@ -220,7 +258,8 @@ def _declare_security(doc: dict) -> None:
     public projects), required on writes; operations that declare their own keep it."""
     doc["components"].setdefault("securitySchemes", {})["bearerAuth"] = {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-        "description": "An access token from POST /auth/token, or from the configured OpenID provider"}
+        "description": "An access token from POST /auth/token, a personal access token from "
+                       "POST /auth/tokens, or a token of the configured OpenID provider"}
     doc["tags"].append({"name": "auth", "description": "Tokens, users, projects and members"})
     for path, item in doc["paths"].items():
         for method, op in item.items():

@@ -19,6 +19,8 @@ import yaml
 from .settings import ROOT, Settings
 
 _VAR = re.compile(r"\$\{(\w+)\}")
+# a light grey 1x1 PNG that Leaflet stretches over every tile when there is no basemap
+BLANK_TILE = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGN49+4dAAWYAsspex20AAAAAElFTkSuQmCC"
 
 
 def render_config(settings: Settings) -> dict:
@@ -26,6 +28,10 @@ def render_config(settings: Settings) -> dict:
         "CANOPY_PUBLIC_URL": settings.public_url,
         "CANOPY_LIMIT_DEFAULT": str(settings.limit_default),
         "CANOPY_LIMIT_MAX": str(settings.limit_max),
+        # no basemap unless one is configured: pygeoapi's pages must not reach any other host
+        "CANOPY_BASEMAP_URL": settings.basemap_url or BLANK_TILE,
+        "CANOPY_BASEMAP_ATTRIBUTION": "'&copy; OpenStreetMap contributors'" if "openstreetmap" in settings.basemap_url
+        else "Canopy",
     }
     text = (ROOT / "pygeoapi-config.yml").read_text()
     text = _VAR.sub(lambda m: values.get(m.group(1), os.environ.get(m.group(1), "")), text)
@@ -48,7 +54,11 @@ def prepare(settings: Settings) -> tuple[dict, dict]:
     """Write the rendered config and OpenAPI document; point pygeoapi at them."""
     from .openapi import build_openapi  # imports pygeoapi.openapi, which is safe before flask_app
 
+    from .pages.templates import write_templates
+
     config = render_config(settings)
+    # pygeoapi's templates with their CDN files replaced by bundled copies (server/pages/templates.py)
+    config["server"]["templates"] = {"path": str(write_templates(settings.run_dir))}
     document = build_openapi(config, settings)
     config_path = settings.run_dir / "pygeoapi-config.yml"
     openapi_path = settings.run_dir / "openapi.yml"

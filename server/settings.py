@@ -62,7 +62,7 @@ class Settings:
     log_level: str
     cors_origins: tuple[str, ...]
     proxy_hops: int            # reverse proxies in front whose X-Forwarded-* headers are trusted
-    access_token_minutes: int
+    access_token_seconds: int  # lifetime of an access token (CANOPY_ACCESS_TOKEN_SECONDS, else _MINUTES x 60)
     refresh_token_days: int
     login_rate: str            # flask-limiter syntax, per client address
     oidc_issuer: str           # empty: external identity disabled
@@ -71,6 +71,12 @@ class Settings:
     oidc_role_claim: str
     callbacks_allow_private: bool  # subscriber URLs may point inside the network (tests, closed networks)
     sync_wait_seconds: float   # how long a synchronous execution waits for its job before answering 201
+    metrics_dir: Path = Path(".data/run/prometheus")   # PROMETHEUS_MULTIPROC_DIR of the web workers
+    max_body_bytes: int = 16 << 20   # request bodies but tus uploads: 413 beyond (a plot, a filter, inputs)
+    web_threads: int = 8       # threads per web worker for the Flask app (event streams take none)
+    sse_max_streams: int = 2000    # open event streams per web worker; beyond, 503 (each holds a Redis connection)
+    sse_keepalive: float = 15.0    # seconds of quiet before a stream re-reads its job and sends a comment
+    basemap_url: str = ""     # XYZ tiles under the maps of pygeoapi's pages; empty: none (works offline)
 
 
 @lru_cache(maxsize=1)
@@ -97,7 +103,7 @@ def get_settings() -> Settings:
         log_level=os.environ.get("CANOPY_LOG_LEVEL", "INFO").upper(),
         cors_origins=tuple(o for o in os.environ.get("CANOPY_CORS_ORIGINS", "").split(",") if o),
         proxy_hops=_int("CANOPY_PROXY_HOPS", 0),
-        access_token_minutes=_int("CANOPY_ACCESS_TOKEN_MINUTES", 15),
+        access_token_seconds=_int("CANOPY_ACCESS_TOKEN_SECONDS", 60 * _int("CANOPY_ACCESS_TOKEN_MINUTES", 15)),
         refresh_token_days=_int("CANOPY_REFRESH_TOKEN_DAYS", 7),
         login_rate=os.environ.get("CANOPY_LOGIN_RATE", "10 per minute"),
         oidc_issuer=os.environ.get("CANOPY_OIDC_ISSUER", "").rstrip("/"),
@@ -106,4 +112,11 @@ def get_settings() -> Settings:
         oidc_role_claim=os.environ.get("CANOPY_OIDC_ROLE_CLAIM", "canopy_role"),
         callbacks_allow_private=os.environ.get("CANOPY_CALLBACKS_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
         sync_wait_seconds=float(os.environ.get("CANOPY_SYNC_WAIT_SECONDS", "30")),
+        metrics_dir=Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                         or Path(os.environ.get("CANOPY_RUN_DIR", data / "run")) / "prometheus"),
+        max_body_bytes=_int("CANOPY_MAX_BODY_BYTES", 16 << 20),
+        web_threads=_int("WEB_THREADS", 8),
+        sse_max_streams=_int("CANOPY_SSE_MAX_STREAMS", 2000),
+        sse_keepalive=float(os.environ.get("CANOPY_SSE_KEEPALIVE", "15")),
+        basemap_url=os.environ.get("CANOPY_BASEMAP_URL", ""),
     )

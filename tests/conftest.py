@@ -78,7 +78,7 @@ def db(db_url):
         yield conn
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -117,7 +117,7 @@ def running_server(services, run_dir: Path, **extra_env: str):
     base = Server(f"http://127.0.0.1:{port}")
     base.log = log
     try:
-        _wait_http(f"{base}/healthz", proc, log)
+        _wait_http(f"{base}/healthz", proc, log, timeout=180)   # a loaded 2-core machine starts slowly
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -21,3 +21,4 @@ copyFileSync(join(here, "node_modules", "maplibre-gl", "dist", "maplibre-gl.css"
 copyFileSync(join(here, "src", "index.html"), join(out, "index.html"));
 copyFileSync(join(here, "src", "viewer.css"), join(out, "viewer.css"));
 console.log(`viewer built into ${out}`);
+await import("./pygeoapi-assets.mjs");   // Bootstrap, Leaflet, Swagger UI for pygeoapi's HTML pages

@@ -14,6 +14,7 @@ Modules (one job each):
 - ``surface``    ``p2r()`` / ``pitfree()`` CHM (cliff fill from the point spacing)
 - ``trees``      ``lmf()`` tree detection, ``crown_window`` (window from height and cover), apex heights
 - ``accuracy``   scoring against known truth (both truth families), the naive reference pipeline
+- ``change``     two runs compared: CHM difference, canopy lost / gained / grown, tree growth
 - ``crowns``     ``watershed()`` / ``dalponte2016()`` crowns and polygons
 - ``metrics``    lidR standard metrics, per plot and per grid cell
 - ``grid``       lattice-aligned grids and rasters
@@ -26,6 +27,9 @@ Modules (one job each):
 - ``parts``      a tile's result between workers (no pickle) and their merge (fan-out)
 - ``pipeline``   ``run`` / ``inventory``: the whole scan in one streaming pass
 - ``plots``      ``polygon_metrics``: metrics of field plots
+- ``aba``        area-based models of plot attributes: best-subset OLS / random forest, cross-validation
+- ``aba_map``    area-based models over grid metrics: maps, extrapolation flags, totals with a CI
+- ``aba_forest`` simulated forests with known per-hectare attributes and field plots (ABA truth)
 - ``point_writer`` ground-classified or normalised points written as LAS/LAZ
 - ``synthetic``  synthetic forests with known truth
 - ``cli``        ``python -m processes.lidar STEP INPUT... --out DIR``

@@ -33,9 +33,13 @@ class MosaicWriter:
     """Collects float32 windows of one raster and finalises it as a COG."""
 
     def __init__(self, path: str | Path, grid: Grid, crs, band_names: Sequence[str], *, to_native: float = 1.0,
-                 tmpdir: str | Path | None = None, units: str | Sequence[str] = "metre"):
+                 tmpdir: str | Path | None = None, units: str | Sequence[str] = "metre", dtype: str = "float32",
+                 nodata: float = NODATA, resampling: str = "average"):
+        # dtype/nodata/resampling: a class map is uint8 with its own nodata, its overviews by "nearest"
         self.path = Path(path)
         self.grid = grid
+        self.dtype, self.nodata, self.resampling = dtype, nodata, resampling
+        self.predictor = 3 if np.dtype(dtype).kind == "f" else 2
         self.bands = list(band_names)
         fd, tmp = tempfile.mkstemp(suffix=".tif", dir=tmpdir or self.path.parent)
         os.close(fd)
@@ -43,8 +47,9 @@ class MosaicWriter:
         self.units = [units] * len(self.bands) if isinstance(units, str) else list(units)
         self.ds = rasterio.open(
             self.tmp, "w", driver="GTiff", width=grid.ncol, height=grid.nrow, count=len(self.bands),
-            dtype="float32", crs=crs, transform=grid.transform(to_native), nodata=NODATA,
-            tiled=True, blockxsize=_block(grid, 256), blockysize=_block(grid, 256), compress="deflate", predictor=3, BIGTIFF="IF_SAFER",
+            dtype=dtype, crs=crs, transform=grid.transform(to_native), nodata=nodata,
+            tiled=True, blockxsize=_block(grid, 256), blockysize=_block(grid, 256), compress="deflate",
+            predictor=self.predictor, BIGTIFF="IF_SAFER",
         )
         # empty areas stay nodata even where no tile writes
         for i, name in enumerate(self.bands, start=1):
@@ -54,7 +59,7 @@ class MosaicWriter:
 
     def write(self, data: np.ndarray, grid: Grid) -> None:
         """Write a (bands, rows, cols) or (rows, cols) block lying on ``grid`` (same lattice)."""
-        data = np.asarray(data, np.float32)
+        data = np.asarray(data, np.float32 if self.predictor == 3 else np.float64)
         if data.ndim == 2:
             data = data[None]
         r, c = self.grid.window_of(grid)
@@ -64,7 +69,7 @@ class MosaicWriter:
         if r1 <= r0 or c1 <= c0:
             return
         block = data[:, r0 - r : r1 - r, c0 - c : c1 - c]
-        block = np.where(np.isfinite(block), block, NODATA).astype(np.float32)
+        block = np.where(np.isfinite(block), block, self.nodata).astype(self.dtype)
         self.ds.write(block, window=Window(c0, r0, c1 - c0, r1 - r0))
         self.written = True
 
@@ -77,13 +82,13 @@ class MosaicWriter:
         self.ds.close()
         profile = cog_profiles.get("deflate")
         bs = _block(self.grid, 512)
-        profile.update(predictor=3, blockxsize=bs, blockysize=bs)
+        profile.update(predictor=self.predictor, blockxsize=bs, blockysize=bs)
         # overviews down to 256 px, so a map or QGIS zoomed out reads a few tiles, not the raster
         levels = get_maximum_overview_level(self.grid.ncol, self.grid.nrow, minsize=256)
         try:
-            cog_translate(str(self.tmp), str(self.path), profile, quiet=True, overview_resampling="average",
+            cog_translate(str(self.tmp), str(self.path), profile, quiet=True, overview_resampling=self.resampling,
                           overview_level=levels, use_cog_driver=False, in_memory=False, web_optimized=False,
-                          nodata=NODATA, forward_band_tags=True)
+                          nodata=self.nodata, forward_band_tags=True)
         finally:
             self.tmp.unlink(missing_ok=True)
         return self.path
@@ -96,9 +101,9 @@ class MosaicWriter:
 
 
 def write_cog(path: str | Path, data: np.ndarray, grid: Grid, crs, band_names: Sequence[str] = ("band1",),
-              *, to_native: float = 1.0) -> Path:
-    """Write an in-memory raster (bands, rows, cols) as a COG."""
-    w = MosaicWriter(path, grid, crs, band_names, to_native=to_native)
+              *, to_native: float = 1.0, **options) -> Path:
+    """Write an in-memory raster (bands, rows, cols) as a COG (``options``: those of MosaicWriter)."""
+    w = MosaicWriter(path, grid, crs, band_names, to_native=to_native, **options)
     try:
         w.write(data, grid)
     except BaseException:

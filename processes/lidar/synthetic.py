@@ -214,6 +214,7 @@ def make_forest(
     lean: float = 0.0,
     irregular: float = 0.0,
     pass_through: float | None = None,
+    trees: dict[str, np.ndarray] | None = None,
 ) -> tuple[Points, ForestTruth]:
     """Simulate an airborne scan of a forest with known trees and terrain.
 
@@ -242,6 +243,9 @@ def make_forest(
     pass_through : float, optional
         Share of the pulses on a crown whose first return comes from inside it (default:
         the stand's).  ``HARD`` gathers the settings closest to real scans.
+    trees : dict of arrays, optional
+        The trees to scan instead of the stand's own (another forest's ``truth.trees``,
+        grown or thinned: a second acquisition of it, with fresh pulses and noise).
 
     Returns
     -------
@@ -251,6 +255,7 @@ def make_forest(
     if kind not in STANDS:
         raise ValueError(f"kind must be one of {sorted(STANDS)}")
     p = STANDS[kind]
+    given = trees
     rng = np.random.default_rng(seed)
     ox, oy = origin
     bounds = (ox, oy, ox + size, oy + size)
@@ -287,6 +292,8 @@ def make_forest(
     trees.update(lean_dx=lean_r * np.cos(lean_a), lean_dy=lean_r * np.sin(lean_a),
                  outline_amp=irregular * shape_rng.uniform(0.5, 1.0, nt),
                  outline_k=shape_rng.integers(2, 6, nt).astype(float), outline_phase=shape_rng.uniform(0, 2 * np.pi, nt))
+    if given is not None:  # a rescan of known trees: the stand drawn above only kept the random streams
+        trees = {k: np.asarray(v).copy() for k, v in given.items() if k != "visible"}
     crowns = _Crowns(trees, rng)
     # a tree is visible from above when no other crown rises above its top
     # within 0.75 m (its top is then a local maximum of the canopy surface)

@@ -151,7 +151,7 @@ def _canopy_and_trees(norm: Points, core: Bounds, params: Params, products: set[
     if not products & {"trees", "crowns"}:
         return
     tops = locate_trees(chm, params.trees)
-    tops["height"], tops["apex_height"] = tree_heights(norm, tops, bg)
+    tops["height"], tops["apex_height"] = tree_heights(norm, tops)
     laps("trees")
     mine = in_core(tops["x"], tops["y"], core)
     labels = crownsmod.segment_crowns(chm, tops, params.crowns)

@@ -6,7 +6,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from ..settings import Settings
-from . import tokens, views
+from . import pat, tokens, views
 
 
 def register(app: Flask, settings: Settings) -> None:
@@ -15,6 +15,7 @@ def register(app: Flask, settings: Settings) -> None:
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url   # shared by every worker and machine
     views.limiter.init_app(app)
     app.register_blueprint(views.bp)
+    app.register_blueprint(pat.bp)
     if settings.cors_origins:
         CORS(app, origins=list(settings.cors_origins), supports_credentials=False,
              allow_headers=["Authorization", "Content-Type", "If-Match", "Tus-Resumable", "Upload-Length",

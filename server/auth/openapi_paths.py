@@ -36,6 +36,12 @@ _PROJECT = {"type": "object", "properties": {"name": {"type": "string"},
 _MEMBER = {"type": "object", "required": ["role"],
            "properties": {"role": {"type": "string", "enum": ["owner", "editor", "viewer"]}}}
 _PID, _UID = _int_param("projectId"), _int_param("userId")
+_NEW_TOKEN = {"type": "object", "required": ["name"], "properties": {
+    "name": {"type": "string", "maxLength": 100, "description": "what the token is for, e.g. 'QGIS laptop'"},
+    "expires_in_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 366, "default": 90},
+    "expires_at": {"type": "string", "format": "date-time", "description": "instead of expires_in_days"},
+    "project": {"type": "integer", "nullable": True, "description": "the one project it reaches; null: all"},
+    "read_only": {"type": "boolean", "default": True}}}
 
 PATHS = {
     "/auth/token": {"post": _op("Sign in: username and password for access and refresh tokens", "signIn",
@@ -49,6 +55,13 @@ PATHS = {
                                    ok="204", body={"type": "object", "required": ["old_password", "new_password"],
                                                    "properties": {"old_password": {"type": "string"},
                                                                   "new_password": {"type": "string"}}})},
+    "/auth/tokens": {
+        "get": _op("The caller's personal access tokens (never their secrets)", "listTokens", errors=("401", "403")),
+        "post": _op("Make a personal access token for a desktop client (QGIS, GDAL: `Authorization: Bearer "
+                    "<token>`); the answer's `token` is the secret, shown only this once", "createToken",
+                    ok="201", body=_NEW_TOKEN, errors=("400", "401", "403", "404"))},
+    "/auth/tokens/{tokenId}": {"delete": _op("Revoke a personal access token", "revokeToken", ok="204",
+                                             params=[_int_param("tokenId")], errors=("401", "403", "404"))},
     "/admin/users": {"get": _op("List users (administrators)", "listUsers"),
                      "post": _op("Create a user (administrators)", "createUser", ok="201", body=_USER,
                                  errors=("400", "401", "403", "409"))},

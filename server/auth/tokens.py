@@ -14,6 +14,8 @@ from datetime import timedelta
 from typing import NoReturn
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token, decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
@@ -22,12 +24,13 @@ from jwt.exceptions import PyJWTError
 from db.access import Principal
 from db.pool import get_pool
 
-from ..errors import Unauthorized
+from ..errors import ServiceUnavailable, Unauthorized
 from ..settings import Settings, check_jwt_secret
-from . import oidc
+from . import oidc, pat, policy
 
 AUDIENCE = "canopy"
 _BLOCK_PREFIX = "canopy:revoked:"
+_SESSION_ONLY = ("/auth/refresh", "/auth/logout", "/auth/password")
 
 
 def configure(app: Flask, settings: Settings) -> JWTManager:
@@ -37,7 +40,7 @@ def configure(app: Flask, settings: Settings) -> JWTManager:
         JWT_ALGORITHM="HS256",
         JWT_DECODE_ALGORITHMS=["HS256", "RS256"] if settings.oidc_issuer else ["HS256"],
         JWT_TOKEN_LOCATION=["headers"],
-        JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.access_token_minutes),
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=settings.access_token_seconds),
         JWT_REFRESH_TOKEN_EXPIRES=timedelta(days=settings.refresh_token_days),
         JWT_ENCODE_ISSUER=settings.public_url,
         JWT_DECODE_ISSUER=[settings.public_url] + ([settings.oidc_issuer] if settings.oidc_issuer else []),
@@ -46,7 +49,9 @@ def configure(app: Flask, settings: Settings) -> JWTManager:
         JWT_ERROR_MESSAGE_KEY="detail",
     )
     jwt = JWTManager(app)
-    app.extensions["canopy_blocklist"] = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    # fails fast when Redis is away (no retries): the request decides what that means (_revoked)
+    app.extensions["canopy_blocklist"] = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
 
     @jwt.decode_key_loader
     def _key(header: dict, payload: dict):
@@ -67,9 +72,27 @@ def _reject(reason: str) -> NoReturn:
     raise Unauthorized(reason, headers={"WWW-Authenticate": 'Bearer realm="canopy", error="invalid_token"'})
 
 
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def _revoked(claims: dict) -> bool:
+    """Whether the token's session was logged out. With Redis unreachable this fails
+    open for reads and closed for writes (503): a read with a logged-out but otherwise
+    valid token (signature, expiry, and the user row checked in PostgreSQL, so disabled
+    users and changed passwords still apply) is a smaller harm than every reader locked
+    out by a Redis restart; a write that might come from a revoked session waits."""
     sid = claims.get("sid")
-    return bool(sid) and current_app.extensions["canopy_blocklist"].exists(_BLOCK_PREFIX + sid) == 1
+    if not sid:
+        return False
+    try:
+        return current_app.extensions["canopy_blocklist"].exists(_BLOCK_PREFIX + sid) == 1
+    except redis.RedisError as err:
+        if request.method in _READS:
+            current_app.logger.warning("token revocation unchecked (Redis unreachable: %s); read allowed",
+                                       type(err).__name__)
+            return False
+        raise ServiceUnavailable("token revocation cannot be checked (Redis is unavailable); "
+                                 "retry in a few seconds") from None
 
 
 def _principal(claims: dict) -> Principal | None:
@@ -88,7 +111,8 @@ def _principal(claims: dict) -> Principal | None:
 
 def authenticate_request() -> None:
     """Set `g.principal` and `g.claims` from the bearer token, if any, on every method;
-    a bad token is a 401 on every route.
+    a bad token is a 401 on every route. A personal access token (auth.pat) stands for
+    its user, narrowed to its project scope and read-only flag.
 
     The token is decoded here rather than by `verify_jwt_in_request`, which skips OPTIONS
     and leaves nothing to read: OPTIONS answers what the caller may do, so it needs them."""
@@ -98,8 +122,18 @@ def authenticate_request() -> None:
         return
     if not header.startswith("Bearer "):
         raise Unauthorized("use `Authorization: Bearer <token>`")
+    token = header.removeprefix("Bearer ").strip()
+    if pat.is_pat(token):
+        if request.path in _SESSION_ONLY:
+            _reject("a personal access token cannot refresh, sign out or change a password")
+        g.principal, token_id = pat.principal_for(token)
+        g.claims = {"pat": token_id, "sub": str(g.principal.user_id)}
+        query = request.method == "POST" and request.mimetype in ("application/json", "application/query-cql-json") \
+            and request.path.startswith("/collections/") and request.path.rstrip("/").endswith("/items")
+        policy.check_token_limits(request.method, read_query=query)
+        return
     try:
-        claims = decode_token(header.removeprefix("Bearer ").strip())
+        claims = decode_token(token)
     except (JWTExtendedException, PyJWTError) as err:
         _reject(f"invalid token: {err}")
     wanted = "refresh" if request.path == "/auth/refresh" else "access"

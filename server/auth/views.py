@@ -65,7 +65,7 @@ def token():
     if not valid:
         raise Unauthorized("wrong username or password")
     tokens = issue_tokens(row[0], row[3])
-    tokens["expires_in"] = current_app.config["CANOPY_SETTINGS"].access_token_minutes * 60
+    tokens["expires_in"] = current_app.config["CANOPY_SETTINGS"].access_token_seconds
     return jsonify(tokens)
 
 
@@ -76,7 +76,7 @@ def refresh():
         raise Unauthorized("send the refresh token as `Authorization: Bearer <refresh token>`")
     access = issue_tokens(int(claims["sub"]), claims["epoch"], sid=claims["sid"])["access_token"]
     return jsonify(access_token=access, token_type="Bearer",
-                   expires_in=current_app.config["CANOPY_SETTINGS"].access_token_minutes * 60)
+                   expires_in=current_app.config["CANOPY_SETTINGS"].access_token_seconds)
 
 
 @bp.post("/auth/logout")
@@ -236,8 +236,12 @@ def update_project(project_id: int):
 @bp.delete("/projects/<id:project_id>")
 def delete_project(project_id: int):
     policy.require_project(project_id, policy.MANAGE)
-    with get_pool().connection() as conn:
+    from ..runs.store import project_files
+    from ..runs.views import remove_files
+    with get_pool().connection() as conn, conn.transaction():
+        keys, prefixes = project_files(conn, project_id)     # its scans' files and every run's products
         conn.execute("DELETE FROM projects WHERE id = %s", (project_id,))
+    remove_files(keys, prefixes)
     return "", 204
 
 

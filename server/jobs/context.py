@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from processes.base import PlotInput, ProcessInputError, ScanInput, WaitForChildren
+from processes.base import PlotInput, ProcessInputError, RunInput, ScanInput, WaitForChildren
 
 from db.pool import get_pool
 
@@ -77,6 +77,34 @@ class WorkerContext:
         return ScanInput(id=row[0], project_id=row[1], files=[self.storage.fetch(f[0]) for f in files],
                          crs=row[4], crs_epsg=row[2])
 
+    def run(self, run_id: str) -> RunInput:
+        """A run of this job's project, or of one its owner may read (checked again here:
+        access may have changed since the job was queued); its CHM and trees."""
+        import numpy as np
+        from psycopg import sql
+
+        from db.access import Principal, visible_projects
+
+        with get_pool().connection() as conn:
+            row = conn.execute("SELECT r.scan_id, r.project_id, r.process_id, u.role FROM runs r "
+                               "LEFT JOIN users u ON u.id = %s WHERE r.id = %s",
+                               (self.job["owner_id"], run_id)).fetchone()
+            readable = row is not None and row[1] == self.job["project_id"]
+            if row is not None and not readable and row[3] is not None:
+                rule = visible_projects(Principal(self.job["owner_id"], row[3]), column="id")
+                readable = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM projects WHERE id = {} AND {})").format(
+                    sql.Literal(row[1]), rule)).fetchone()[0]
+            if not readable:
+                raise ProcessInputError(f"no run {run_id!r} (a successful job's id) that this job may read")
+            chm = conn.execute("SELECT storage_uri FROM rasters WHERE run_id = %s AND kind = 'chm' "
+                               "ORDER BY id DESC LIMIT 1", (run_id,)).fetchone()
+            trees = conn.execute("SELECT x, y, height_m, crown_diameter_m FROM trees WHERE run_id = %s ORDER BY id",
+                                 (run_id,)).fetchall()
+        cols = np.array(trees, dtype=float).reshape(-1, 4)
+        return RunInput(id=run_id, scan_id=row[0], project_id=row[1], process_id=row[2],
+                        chm=self.storage.fetch(chm[0]) if chm else None,
+                        trees={k: cols[:, i] for i, k in enumerate(("x", "y", "height", "crown_diameter"))})
+
     def plots(self, scan: ScanInput, plot_ids: list[int] | None) -> list[PlotInput]:
         if scan.crs_epsg is None:
             if not plot_ids:
@@ -96,6 +124,30 @@ class WorkerContext:
                                     "AND ST_Intersects(p.geom, s.footprint) ORDER BY p.id",
                                     (scan.crs_epsg, scan.id)).fetchall()
         return [PlotInput(id=r[0], geometry_wkt=r[1]) for r in rows]
+
+    def plot_records(self, scan: ScanInput, plot_ids: list[int] | None) -> list[dict]:
+        """Plots with their attributes, metrics, area and coverage by the scan (area models)."""
+        from ..area_models import store as area_models
+        if plot_ids:
+            self.plots(scan, plot_ids)               # every id must be in the scan's project
+        with get_pool().connection() as conn:
+            return area_models.plot_records(conn, scan.id, scan.crs_epsg, scan.project_id, plot_ids)
+
+    def area_model(self, model_id: int) -> dict:
+        """A stored area model of this job's project, with its serialised model."""
+        from ..area_models import store as area_models
+        with get_pool().connection() as conn:
+            row = area_models.get(conn, model_id, with_blob=True)
+        if row is None or row["project_id"] != self.job["project_id"]:
+            raise ProcessInputError(f"no area model {model_id} in this job's project")
+        return row
+
+    def grid_metrics(self, scan: ScanInput) -> list[dict]:
+        """The scan's grid-metrics rasters, newest first, each with `path` (a local file)."""
+        from ..area_models import store as area_models
+        with get_pool().connection() as conn:
+            rows = area_models.grid_metrics(conn, scan.id)
+        return [{**r, "path": self.storage.fetch(r["storage_uri"])} for r in rows]
 
     def share_part(self, path: Path, name: str) -> None:
         self.storage.publish(f"{self.parts_key}/{name}", path)

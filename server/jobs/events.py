@@ -81,5 +81,9 @@ def wait_final(job_id: str, load: Callable[[], dict], final: tuple[str, ...], ti
         pubsub.close()
 
 
-def _frame(data: dict) -> str:
+def frame(data: dict) -> str:
+    """One SSE frame: the event is named by the job's status, its data is the status JSON."""
     return f"event: {data['status']}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+_frame = frame

@@ -1,7 +1,8 @@
 """What a committed job transition implies for other jobs, done once it is committed
 (store.Changes): a released fan-out parent is queued again; a parent failed by one
 of its tiles announces it and tells its subscriber; a fan-out that ended frees the
-parts its tiles shared; jobs dismissed along the way end their event streams."""
+parts its tiles shared; jobs dismissed along the way end their event streams; the
+files of runs removed (a dismissed successful job) are deleted."""
 
 from __future__ import annotations
 
@@ -25,3 +26,5 @@ def follow_up(changes: Changes, settings: Settings) -> None:
                          allow_private=settings.callbacks_allow_private)
     for parent_id in changes.ended:
         storage_of(settings).delete_prefix(parts_prefix(parent_id))
+    for key in changes.files:
+        storage_of(settings).delete(key)

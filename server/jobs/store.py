@@ -2,7 +2,8 @@
 
 accepted → running → successful | failed | dismissed; a running job whose worker
 died goes back to accepted (the reaper) for a bounded number of attempts; any job,
-finished or not, can be dismissed (its results are then removed).
+finished or not, can be dismissed (its results are then removed, and a successful
+job's run with its rows; its files go after the commit, see Changes.files).
 Every transition is one conditional UPDATE, so two workers or a worker and a
 dismissal can never both win.
 
@@ -28,6 +29,8 @@ from psycopg import Connection, sql
 from db.access import Principal, visible_projects, writable_projects
 from db.pool import get_pool
 
+from ..runs.store import delete_run
+
 FINAL = ("successful", "failed", "dismissed")
 _COLS = ("identifier, process_id, status, progress, message, created, job_start_datetime, job_end_datetime, "
          "updated, owner_id, project_id, inputs, results, attempts, error, huey_task_id, parent_id, tile_index")
@@ -43,10 +46,11 @@ class Changes:
     failed: tuple[str, int, str, dict | None] | None = None     # (parent id, progress, message, subscriber)
     dismissed: list[tuple[str, int]] = field(default_factory=list)   # (job id, progress)
     ended: list[str] = field(default_factory=list)             # fan-out parents now final
+    files: list[str] = field(default_factory=list)             # storage keys of runs removed
 
     def __or__(self, other: "Changes") -> "Changes":
         return Changes(self.released or other.released, self.failed or other.failed,
-                       self.dismissed + other.dismissed, self.ended + other.ended)
+                       self.dismissed + other.dismissed, self.ended + other.ended, self.files + other.files)
 
 
 def _row(r) -> dict[str, Any]:
@@ -61,6 +65,8 @@ def visible(principal: Principal | None) -> sql.Composable:
     if principal is not None and principal.is_admin:
         return sql.SQL("TRUE")
     own = sql.SQL("owner_id = {}").format(sql.Literal(principal.user_id)) if principal else sql.SQL("FALSE")
+    if principal is not None and principal.project_scope is not None:   # a project-scoped token
+        own = sql.SQL("FALSE")
     return sql.SQL("({} OR (project_id IS NOT NULL AND {}))").format(own, visible_projects(principal))
 
 
@@ -99,6 +105,15 @@ def get(job_id: str, principal: Principal | None = None, *, check: bool = True) 
     with get_pool().connection() as conn:
         row = conn.execute(stmt).fetchone()
     return _row(row) if row else None
+
+
+def final_among(job_ids: list[str]) -> list[dict]:
+    """The rows of those of `job_ids` that are in a final state (event streams re-read
+    all their jobs with this one query)."""
+    with get_pool().connection() as conn:
+        rows = conn.execute(f"SELECT {_COLS} FROM jobs WHERE identifier = ANY(%s) AND status = ANY(%s)",
+                            (job_ids, list(FINAL))).fetchall()
+    return [_row(r) for r in rows]
 
 
 def page(principal: Principal | None, *, process_id: str | None, status: str | None, limit: int,
@@ -193,6 +208,8 @@ def dismiss(job_id: str) -> tuple[str | None, Changes]:
             return old[0], changes
         conn.execute("UPDATE jobs SET status = 'dismissed', message = 'dismissed', results = NULL, updated = now(), "
                      "job_end_datetime = coalesce(job_end_datetime, now()) WHERE identifier = %s", (job_id,))
+        if old[0] == "successful":                 # its run goes: rows now, files after the commit
+            changes.files += delete_run(conn, job_id)
         return old[0], changes | settle_parent(conn, parent_id)
 
 

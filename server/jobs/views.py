@@ -21,6 +21,7 @@ from db.pool import get_pool
 
 from ..auth import policy
 from ..errors import BadRequest, CanopyError, Forbidden, NotFound
+from ..pages import jobs_html
 from . import callbacks, events, registry, store
 from .follow import follow_up
 from .queue import push, revoke, task_for
@@ -113,6 +114,25 @@ def _scan_project(scan_id: int) -> int:
     return row[0]
 
 
+def _runs_project(run_ids: list[str]) -> int:
+    """The project of the last of `run_ids` (where a process reading runs commits its
+    products: the caller must be able to change it) after checking that the caller may
+    read every one of them (a run they may not see is answered as missing)."""
+    project_id = None
+    for run_id in run_ids:
+        with get_pool().connection() as conn:
+            row = conn.execute("SELECT project_id FROM runs WHERE id = %s", (run_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no run {run_id!r}: give the id of a successful job that made products")
+        try:
+            policy.require_project(row[0], policy.READ)
+        except NotFound:
+            raise NotFound(f"no run {run_id!r}: give the id of a successful job that made products")
+        project_id = row[0]
+    policy.require_project(project_id, policy.WRITE)
+    return project_id
+
+
 @bp.post("/processes/<process_id>/execution")
 def execute(process_id: str):
     definition = registry.definitions().get(process_id)
@@ -131,6 +151,8 @@ def execute(process_id: str):
             policy.require_project(project_id, policy.WRITE)
         except NotFound:
             raise NotFound(f"no scan {inputs['scan']}")
+    elif getattr(processor, "run_inputs", ()):
+        project_id = _runs_project([inputs[k] for k in processor.run_inputs])
     settings = current_app.config["CANOPY_SETTINGS"]
     try:
         subscriber = callbacks.validate(body.get("subscriber"), allow_private=settings.callbacks_allow_private)
@@ -197,6 +219,8 @@ def list_jobs():
         params["cursor"] = cursor.decode().rstrip("=")
         from urllib.parse import urlencode
         links.append({"href": f"{base}/jobs?{urlencode(params)}", "rel": "next", "type": "application/json"})
+    if jobs_html.wants_html():
+        return jobs_html.render([status_info(j) for j in rows], links)
     return jsonify(jobs=[status_info(j) for j in rows], links=links)
 
 
@@ -217,7 +241,10 @@ def dismiss_job(job_id: str):
         revoke(job["huey_task_id"])      # never starts; the worker would skip it anyway
     if previous not in (None, "dismissed"):
         events.publish(job_id, "dismissed", job["progress"], "dismissed")   # open event streams end
-    follow_up(changes, current_app.config["CANOPY_SETTINGS"])
+    follow_up(changes, current_app.config["CANOPY_SETTINGS"])   # a successful job's run files go too
+    if previous == "successful":
+        from ..extents import refresh_now
+        refresh_now()                    # the collections' boxes shrink now, not on the next read
     return jsonify(status_info(store.get(job_id, check=False)))
 
 

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from db.access import Principal, visible_projects
 from db.pool import get_pool
+from db.runs import run_rows
 
 from ..errors import NotFound
 
@@ -63,11 +64,12 @@ def tile(database_url: str, collection: str, principal: Principal | None, z: int
                    ST_AsMVTGeom(ST_Transform(t.{geometry}, 3857), bounds.tile, %(extent)s, %(buffer)s, true)
                    AS geom
             FROM {table} t, bounds
-            WHERE t.{geometry} && ST_Transform(bounds.area, 4326) AND {visible}
+            WHERE t.{geometry} && ST_Transform(bounds.area, 4326) AND {visible} AND {current}
             LIMIT %(limit)s
         ) q WHERE q.geom IS NOT NULL
     """).format(properties=sql.SQL(spec.properties), geometry=sql.Identifier(spec.geometry),
-                table=sql.Identifier(spec.table), visible=visible_projects(principal, "project_id"))
+                table=sql.Identifier(spec.table), visible=visible_projects(principal, "project_id"),
+                current=run_rows(spec.table, None))
     params = {"z": z, "x": x, "y": y, "margin": BUFFER / EXTENT, "name": collection,
               "extent": EXTENT, "buffer": BUFFER, "limit": MAX_FEATURES}
     with get_pool(database_url).connection() as conn:

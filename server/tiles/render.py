@@ -44,6 +44,7 @@ DEFAULTS: dict[str, KindStyle] = {
     "dsm": KindStyle("terrain", True, "percentile_2", "percentile_98"),
     "density": KindStyle("magma", False, "zero", "percentile_98"),
     "metrics": KindStyle("viridis", False, "percentile_2", "percentile_98"),
+    "aba": KindStyle("viridis", False, "zero", "percentile_98"),      # area-based predictions (per ha, >= 0)
 }
 
 

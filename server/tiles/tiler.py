@@ -104,6 +104,7 @@ def describe(entry: OpenDataset) -> dict:
     return {"width": ds.width, "height": ds.height, "count": ds.count, "dtype": ds.dtypes[0],
             "nodata": ds.nodata, "crs": ds.crs.to_string() if ds.crs else None,
             "bounds_native": list(ds.bounds), "band_descriptions": list(ds.descriptions),
+            "band_units": [ds.tags(i).get("units") or ds.units[i - 1] or None for i in range(1, ds.count + 1)],
             "overviews": ds.overviews(1)}
 
 

@@ -22,7 +22,7 @@ from rio_cogeo.profiles import cog_profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 EPSG, X0, Y0, RES, N = 32632, 465000.0, 5215000.0, 0.5, 1000     # 500 m square near 8.55 E, 47.08 N
-WIDTH, HEIGHT, PANEL = 1400, 800, 280                              # window; the side panel is 280 px
+WIDTH, HEIGHT, PANEL = 1400, 800, 360                              # window; the side panel is 360 px
 
 
 def _browser() -> str:
@@ -136,19 +136,24 @@ def test_viewer_shows_chm_tiles_and_plot_outlines(server, scene, tmp_path):
 
 
 def test_viewer_popup_shows_plot_metrics_tree_height_and_chm_value(server, scene, tmp_path):
+    """Driven over CDP (tests/e2e/browser.py): the page opens the pop-up once the map is drawn."""
+    import asyncio
+    from tests.e2e.browser import Browser
     _ensure_viewer_built()
     lon, lat = scene["tree"]
     url = f"{server}/viewer?raster={scene['raster']}&popup={lon},{lat}"
-    for attempt in range(2):          # a loaded machine can outrun Chromium's virtual time budget once
-        run = subprocess.run(_chromium(tmp_path / f"profile{attempt}") + ["--dump-dom", url], capture_output=True,
-                             text=True, timeout=180)
-        dom = run.stdout
-        if 'data-ready="1"' in dom:
-            break
-    assert 'data-ready="1"' in dom, run.stderr[-2000:]
+
+    async def dom_when_ready() -> str:
+        async with Browser(tmp_path / "profile", WIDTH, HEIGHT) as page:
+            await page.goto(url)
+            await page.wait("document.body && document.body.dataset.ready === '1' && "
+                            "!!document.querySelector('.maplibregl-popup-content')", 90, what="the pop-up")
+            return await page.eval("document.documentElement.outerHTML")
+
+    dom = asyncio.run(dom_when_ready())
     popup = dom.split("maplibregl-popup-content", 1)[1]
     assert "viewer plot" in popup and "h_mean" in popup and "<b>20</b>" in popup      # plot metrics
-    assert "height_m" in popup and "<b>21.25</b>" in popup                            # the tree
+    assert "Height" in popup and "<b>21.3</b> m" in popup, popup[:3000]               # the tree, 0.1 m
     assert f"CHM #{scene['raster']}: <b>21.60</b>" in popup                            # the raster value
     # the legend and the layer switcher
     assert "0.0 m" in dom and "40.0 m" in dom

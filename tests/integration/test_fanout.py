@@ -63,24 +63,28 @@ def _start_inventory(server, big, owner) -> str:
     return r.json()["jobID"]
 
 
-def _trees(db_url: str, scan: int) -> np.ndarray:
+def _trees(db_url: str, scan: int, run: str) -> np.ndarray:
     with psycopg.connect(db_url) as conn:
-        rows = conn.execute("SELECT x, y, height_m FROM trees WHERE scan_id = %s ORDER BY x, y", (scan,)).fetchall()
+        rows = conn.execute("SELECT x, y, height_m FROM trees WHERE scan_id = %s AND run_id = %s ORDER BY x, y",
+                            (scan, run)).fetchall()
     return np.array(rows, dtype=float)
 
 
-def _assert_same_as_single_machine(server, db_url, big, results) -> None:
+def _assert_same_as_single_machine(server, db_url, big, results, job_id: str) -> None:
+    """The fan-out's products are one run, the parent's (each re-run is a run of its own)."""
     storage = Path(server.log).parent / "storage"
     with psycopg.connect(db_url) as conn:
-        chm_key = conn.execute("SELECT storage_uri FROM rasters WHERE scan_id = %s AND kind = 'chm'",
-                               (big["scan"],)).fetchone()[0]
+        chm_key = conn.execute("SELECT storage_uri FROM rasters WHERE scan_id = %s AND kind = 'chm' AND run_id = %s",
+                               (big["scan"], job_id)).fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM rasters WHERE run_id IN (SELECT identifier FROM jobs "
+                            "WHERE parent_id = %s)", (job_id,)).fetchone()[0] == 0
     with rasterio.open(storage / chm_key) as fanned, rasterio.open(big["summary"]["products"]["chm"]) as single:
         assert fanned.transform == single.transform and fanned.shape == single.shape
         a, b = fanned.read(1), single.read(1)
         both = np.isfinite(a) & np.isfinite(b)
         assert (np.isnan(a) == np.isnan(b)).all()
         assert np.abs(a[both] - b[both]).max() <= 1e-6
-    trees = _trees(db_url, big["scan"])
+    trees = _trees(db_url, big["scan"], job_id)
     features = json.loads(Path(big["summary"]["products"]["trees"]).read_text())["features"]
     single = np.array(sorted((f["geometry"]["coordinates"][0], f["geometry"]["coordinates"][1],
                               f["properties"]["height"]) for f in features))
@@ -108,7 +112,7 @@ def test_a_big_scan_fans_out_across_workers_and_merges_seamlessly(server, worker
         tiles = conn.execute("SELECT status, attempts FROM jobs WHERE parent_id = %s", (job_id,)).fetchall()
     results = requests.get(f"{server}/jobs/{job_id}/results", headers=owner).json()
     assert len(tiles) >= 4 and tiles == [("successful", 1)] * results["summary"]["tiles"]
-    _assert_same_as_single_machine(server, db_url, big, results)
+    _assert_same_as_single_machine(server, db_url, big, results, job_id)
     storage = Path(server.log).parent / "storage"
     assert not (storage / "tmp" / "fanout" / job_id).exists()
 
@@ -134,7 +138,7 @@ def test_killing_a_worker_retries_only_its_tile(server, workers, db_url, big, ow
                                                      (job_id,)).fetchall())
     assert attempts[-1] == 2 and attempts.count(1) == len(attempts) - 1   # only the lost tile ran again
     results = requests.get(f"{server}/jobs/{job_id}/results", headers=owner).json()
-    _assert_same_as_single_machine(server, db_url, big, results)
+    _assert_same_as_single_machine(server, db_url, big, results, job_id)
 
 
 def test_dismissing_the_parent_stops_its_tiles(server, workers, db_url, big, owner):

@@ -337,8 +337,8 @@ def test_bad_input_is_a_clear_4xx(server, admin_headers, method, path, body, sta
 
 # f, lang and ui take the values the route serves; anything else is a 400 problem
 UNKNOWN_VALUES = ["/?lang=AAA", "/openapi?ui=AAA", "/?f=", "/?f=xyz", "/collections?lang=", "/collections/plots/items?f=",
-                  "/collections/plots/items?lang=fr", "/conformance?f=xml", "/jobs?f=html", "/projects?f="]
-SERVED_VALUES = ["/?lang=en-US", "/?f=json", "/?f=html", "/openapi?f=html&ui=redoc", "/collections/plots/items?f=csv",
+                  "/collections/plots/items?lang=fr", "/conformance?f=xml", "/jobs?f=xml", "/projects?f="]
+SERVED_VALUES = ["/?lang=en-US", "/?f=json", "/?f=html", "/jobs?f=html", "/openapi?f=html&ui=redoc", "/collections/plots/items?f=csv",
                  "/conformance?f=json"]
 
 

@@ -1,233 +1,214 @@
-// Canopy's web map: plots, scan footprints, trees and crowns as vector tiles, CHM/DTM rasters
-// as raster tiles with a legend, a layer switcher, pop-ups, sign-in and running jobs' progress.
-// Everything comes from this server (MapLibre GL is bundled in by web/build.mjs).
+// Canopy's web app: the map (plots, scan footprints, trees, crowns, rasters with legends),
+// sign-in with silent token renewal, projects and scans, tus uploads, process forms generated
+// from the OGC process descriptions, live jobs and downloads. Everything comes from this
+// server: MapLibre GL and tus-js-client are bundled in by web/build.mjs (no CDN).
 import maplibregl from "maplibre-gl";
+import { apiJSON, currentUser, onSessionChange, refresh, signIn, signOut, stats } from "./api.js";
+import { initDownloads, renderDownloads } from "./downloads.js";
+import { esc, num } from "./format.js";
+import { initJobs, loadJobs, resetJobs, track } from "./jobs.js";
+import { addRaster, addVectors, closePopups, fit, loadRasters, map, rasters, reloadSource, reloadVectors, showPopup, sizeTrees } from "./layers.js";
+import { initProcesses, listProcesses, refreshScanChoices, selectScan } from "./processes.js";
+import { initUploads } from "./upload.js";
 
-const origin = window.location.origin;
 const params = new URLSearchParams(window.location.search);
-const TOKEN_KEY = "canopy.token";
-let token = sessionStorage.getItem(TOKEN_KEY);
+let scans = [];
+let projects = [];
 
-const VECTORS = [
-  { id: "scans", title: "Scan footprints", minzoom: 0,
-    layers: [{ type: "line", paint: { "line-color": "#7b2cbf", "line-width": 2, "line-dasharray": [2, 1] } }] },
-  { id: "plots", title: "Plots", minzoom: 0,
-    layers: [{ type: "fill", paint: { "fill-color": "#ffb703", "fill-opacity": 0.15 } },
-             { type: "line", paint: { "line-color": "#d00000", "line-width": 3 } }] },
-  { id: "crowns", title: "Crowns", minzoom: 14,
-    layers: [{ type: "line", paint: { "line-color": "#1b4332", "line-width": 1 } }] },
-  { id: "trees", title: "Trees", minzoom: 13,
-    layers: [{ type: "circle", paint: { "circle-radius": 3, "circle-color": "#081c15",
-                                         "circle-stroke-color": "#ffffff", "circle-stroke-width": 1 } }] },
-];
-const RASTER_KINDS = ["chm", "dtm"];
-
-function headers() {
-  return token ? { Authorization: `Bearer ${token}` } : {};
-}
-
-async function getJSON(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json", ...headers() } });
-  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
-  return response.json();
-}
-
-const map = new maplibregl.Map({
-  container: "map",
-  style: { version: 8, sources: {},
-           layers: [{ id: "background", type: "background", paint: { "background-color": "#f2efe9" } }] },
-  center: [-122.573, 49.2825],
-  zoom: 14,
-  // tiles of private projects need the token; send it to this server only
-  transformRequest: (url) => (token && url.startsWith(origin) ? { url, headers: headers() } : { url }),
-});
-map.addControl(new maplibregl.NavigationControl(), "top-left");
-map.addControl(new maplibregl.ScaleControl(), "bottom-left");
-
-const groups = new Map();   // switcher entry -> MapLibre layer ids
-
-function addSwitch(key, title, layerIds, visible = true) {
-  groups.set(key, layerIds);
-  const item = document.createElement("li");
-  const label = document.createElement("label");
-  const box = document.createElement("input");
-  box.type = "checkbox";
-  box.checked = visible;
-  box.dataset.group = key;
-  box.addEventListener("change", () => {
-    for (const id of layerIds) map.setLayoutProperty(id, "visibility", box.checked ? "visible" : "none");
-  });
-  label.append(box, ` ${title}`);
-  item.append(label);
-  document.getElementById("layers").append(item);
-}
-
-function addVectors() {
-  for (const v of VECTORS) {
-    map.addSource(v.id, {
-      type: "vector",
-      tiles: [`${origin}/collections/${v.id}/tiles/WebMercatorQuad/{z}/{y}/{x}`],
-      minzoom: v.minzoom, maxzoom: 20,
-    });
-    const ids = v.layers.map((spec, i) => {
-      const id = `${v.id}-${i}`;
-      map.addLayer({ id, source: v.id, "source-layer": v.id, minzoom: v.minzoom, ...spec });
-      return id;
-    });
-    addSwitch(v.id, v.title, ids);
-  }
-}
-
-function legend(name, style) {
-  const stops = style.legend.map(([i, r, g, b, a]) => `rgba(${r},${g},${b},${a / 255}) ${((i - 1) / 254) * 100}%`);
-  const block = document.createElement("div");
-  const unit = style.kind === "density" ? " pts/m²" : " m";
-  block.innerHTML = `<div>${name}</div><div class="legend-bar" style="background: linear-gradient(to right, ${stops.join(", ")})"></div>` +
-    `<div class="legend-scale"><span>${style.rescale[0].toFixed(1)}${unit}</span><span>${style.rescale[1].toFixed(1)}${unit}</span></div>`;
-  document.getElementById("legend").append(block);
-}
-
-const rasters = [];   // {id, kind, layer}
-
-async function addRasters() {
-  const wanted = params.get("raster");
-  const page = await getJSON("/collections/rasters/items?limit=100&f=json");
-  const before = map.getLayer("scans-0") ? "scans-0" : undefined;
-  let focus = null;
-  for (const feature of page.features || []) {
-    const id = String(feature.id);
-    const kind = feature.properties.kind;
-    if (!RASTER_KINDS.includes(kind) && id !== wanted) continue;
-    let tj;
-    try {
-      tj = await getJSON(`/rasters/${id}/tilejson.json`);
-    } catch (err) {
-      continue;   // its file is missing: skip the layer, keep the map
-    }
-    const layer = `raster-${id}`;
-    map.addSource(layer, { type: "raster", tiles: tj.tiles, tileSize: 256, bounds: tj.bounds,
-                           minzoom: tj.minzoom, maxzoom: tj.maxzoom });
-    map.addLayer({ id: layer, type: "raster", source: layer, paint: { "raster-resampling": "nearest" } }, before);
-    const name = `${kind.toUpperCase()} #${id}`;
-    addSwitch(layer, name, [layer], true);
-    legend(name, tj["canopy:style"]);
-    rasters.push({ id, kind, layer });
-    if (id === wanted || (!wanted && !focus)) focus = tj.bounds;
-  }
-  if (focus) map.fitBounds([[focus[0], focus[1]], [focus[2], focus[3]]], { padding: 20, animate: false });
-}
-
-function row(key, value) {
-  if (value === null || value === undefined || typeof value === "object") return "";
-  const shown = typeof value === "number" ? (Number.isInteger(value) ? value : value.toFixed(2)) : value;
-  return `<tr><td>${key}</td><td><b>${String(shown).replace(/</g, "&lt;")}</b></td></tr>`;
-}
-
-async function showPopup(lngLat, point) {
-  const layerIds = [...groups.values()].flat().filter((id) => map.getLayer(id) && !id.startsWith("raster-"));
-  const features = map.queryRenderedFeatures(point, { layers: layerIds });
-  let html = "";
-  for (const f of features.slice(0, 3)) {
-    html += `<div><b>${f.sourceLayer}</b> #${f.id ?? ""}<table class="popup-table">` +
-      Object.entries(f.properties).map(([k, v]) => row(k, v)).join("") + "</table></div>";
-  }
-  for (const r of rasters) {
-    if (map.getLayoutProperty(r.layer, "visibility") === "none") continue;
-    try {
-      const p = await getJSON(`/rasters/${r.id}/point?lon=${lngLat.lng}&lat=${lngLat.lat}`);
-      html += `<div>${r.kind.toUpperCase()} #${r.id}: <b>${p.values.map((v) => (v === null ? "no data" : v.toFixed(2))).join(", ")}</b></div>`;
-    } catch (err) { /* outside this raster */ }
-  }
-  if (html) new maplibregl.Popup().setLngLat(lngLat).setHTML(html).addTo(map);
-}
-
-map.on("click", (event) => showPopup(event.lngLat, event.point));
-
-// -- sign-in ------------------------------------------------------------------------------
+// -- account ----------------------------------------------------------------------------------
 
 function showUser() {
+  const user = currentUser();
   const form = document.getElementById("signin");
   const who = document.getElementById("whoami");
-  form.hidden = Boolean(token);
-  who.hidden = !token;
-  if (token) {
-    try {
-      who.querySelector("span").textContent = `signed in (user ${JSON.parse(atob(token.split(".")[1])).sub})`;
-    } catch (err) {
-      who.querySelector("span").textContent = "signed in";
-    }
-  }
+  const out = document.getElementById("signedout");
+  form.hidden = Boolean(user);
+  who.hidden = !user;
+  if (user) who.querySelector("span").textContent = `signed in as ${user.username || user.name}` +
+    (user.role ? ` (${user.role})` : "");
+  out.hidden = Boolean(user);
+  out.textContent = stats.endedReason ? `Signed out: ${stats.endedReason}. Public layers stay on the map.`
+    : "Signed out: you see public projects only.";
+  out.classList.toggle("warning", Boolean(stats.endedReason));
+  for (const el of document.querySelectorAll(".needs-user")) el.classList.toggle("disabled", !user);
 }
 
 document.getElementById("signin").addEventListener("submit", async (event) => {
   event.preventDefault();
   const data = Object.fromEntries(new FormData(event.target));
-  const response = await fetch("/auth/token", { method: "POST", headers: { "Content-Type": "application/json" },
-                                                body: JSON.stringify(data) });
-  if (!response.ok) {
-    alert("Sign-in failed");
-    return;
-  }
-  sessionStorage.setItem(TOKEN_KEY, (await response.json()).access_token);
-  window.location.reload();        // every layer again, now with what this user may see
-});
-document.getElementById("signout").addEventListener("click", () => {
-  sessionStorage.removeItem(TOKEN_KEY);
-  window.location.reload();
-});
-
-// -- running jobs: progress pushed as Server-Sent Events (read with fetch, so the token goes along)
-
-async function followJob(job, item) {
-  const bar = item.querySelector(".progress > div");
+  const note = document.getElementById("signin-error");
+  note.textContent = "";
   try {
-    const response = await fetch(`/jobs/${job.jobID}/events`, { headers: { Accept: "text/event-stream", ...headers() } });
-    if (!response.ok || !response.body) return;
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      const events = buffer.split("\n\n");
-      buffer = events.pop();
-      for (const event of events) {
-        const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5)).join("\n");
-        if (!data) continue;
-        const status = JSON.parse(data);
-        bar.style.width = `${status.progress ?? 0}%`;
-        item.querySelector(".status").textContent = `${status.status} ${status.progress ?? 0}%`;
+    await signIn(data.username, data.password);
+    event.target.reset();
+  } catch (err) {
+    note.textContent = err.message;
+  }
+});
+document.getElementById("signout").addEventListener("click", () => signOut());
+
+let lastUser = currentUser() ? currentUser().id ?? currentUser().name : null;
+onSessionChange(() => {
+  const user = currentUser();
+  const id = user ? user.id ?? user.name : null;
+  showUser();
+  if (id === lastUser) return;        // a renewed token: nothing else changes
+  lastUser = id;
+  closePopups();
+  resetJobs();
+  document.getElementById("up-list").innerHTML = "";
+  if (!user) document.getElementById("panel").scrollTop = 0;   // the "signed out" note in view
+  reloadVectors();
+  refreshAll();
+});
+
+// -- projects and scans ---------------------------------------------------------------------------
+
+function writable(projectId) {
+  const user = currentUser();
+  if (!user) return false;
+  if (user.role === "admin") return true;
+  return (user.projects || []).some((p) => p.id === projectId && ["owner", "editor"].includes(p.role));
+}
+
+async function loadProjects() {
+  try {
+    projects = (await apiJSON("/projects")).projects || [];
+  } catch (err) {
+    projects = [];
+  }
+  const list = document.getElementById("projects");
+  list.innerHTML = projects.length ? projects.map((p) => `<li data-project="${p.id}"><b>${esc(p.name)}</b> ` +
+    `<span class="muted">#${p.id} · ${esc(p.visibility)}${writable(p.id) ? " · you may upload" : ""}</span></li>`).join("")
+    : '<li class="muted">no project visible</li>';
+  const select = document.getElementById("up-project");
+  const keep = select.value;
+  select.innerHTML = projects.filter((p) => writable(p.id))
+    .map((p) => `<option value="${p.id}">${esc(p.name)} (#${p.id})</option>`).join("");
+  if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+}
+
+function scanLine(s) {
+  const p = s.properties;
+  const crsUnknown = !p.crs_epsg && ["ready", "uploaded", "ingesting"].includes(p.status);
+  const warn = crsUnknown && p.status === "ready"
+    ? '<div class="warning">⚠ CRS unknown: re-upload with a CRS (e.g. EPSG:2992) to place it on the map</div>' : "";
+  return `<li data-scan="${s.id}" data-status="${esc(p.status)}"${crsUnknown ? ' data-crs-unknown="1"' : ""}>` +
+    `<b>${esc(p.name)}</b> <span class="muted">#${s.id}</span> <span class="badge badge-${esc(p.status)}">${esc(p.status)}</span>` +
+    `<div class="muted">${p.point_count ? `${num(p.point_count)} points` : ""}` +
+    `${p.density_pts_m2 ? ` · ${num(p.density_pts_m2, 1)} pts/m²` : ""}${p.crs_epsg ? ` · EPSG:${p.crs_epsg}` : ""}` +
+    `${p.error ? ` · <span class="error-text">${esc(p.error)}</span>` : ""}</div>${warn}` +
+    `<div><button type="button" class="scan-run" data-scan="${s.id}">Run…</button> ` +
+    `<a href="/scans/${s.id}/report" target="_blank" rel="noopener">report</a>` +
+    (s.geometry ? ` <button type="button" class="scan-zoom" data-scan="${s.id}">zoom</button>` : "") + "</div></li>";
+}
+
+async function loadScans() {
+  try {
+    scans = (await apiJSON("/collections/scans/items?limit=200&f=json&sortby=-created_at")).features || [];
+  } catch (err) {
+    scans = [];
+  }
+  const list = document.getElementById("scans");
+  list.innerHTML = scans.length ? scans.map(scanLine).join("") : '<li class="muted">no scan yet</li>';
+  const select = document.getElementById("up-scan");
+  const keep = select.value;
+  select.innerHTML = '<option value="">a new scan</option>' + scans.filter((s) => writable(s.properties.project_id))
+    .map((s) => `<option value="${s.id}">add to #${s.id} ${esc(s.properties.name)}</option>`).join("");
+  select.value = [...select.options].some((o) => o.value === keep) ? keep : "";
+  refreshScanChoices();
+  renderDownloads(scans, rasters);
+}
+
+document.getElementById("scans").addEventListener("click", (event) => {
+  const run = event.target.closest(".scan-run");
+  if (run) {
+    document.getElementById("sec-run").open = true;
+    selectScan(run.dataset.scan);
+    document.getElementById("sec-run").scrollIntoView();
+  }
+  const zoom = event.target.closest(".scan-zoom");
+  if (zoom) {
+    const s = scans.find((x) => String(x.id) === zoom.dataset.scan);
+    const ring = s.geometry.coordinates[0];
+    const xs = ring.map((c) => c[0]), ys = ring.map((c) => c[1]);
+    fit([Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)]);
+  }
+});
+
+// -- jobs and their results ------------------------------------------------------------------------
+
+let scanTimer = null;
+function scansSoon() {
+  clearTimeout(scanTimer);
+  scanTimer = setTimeout(loadScans, 300);
+}
+
+initJobs({
+  finished: async (job, results, { live } = {}) => {
+    scansSoon();
+    if (!results || job.status !== "successful") return;
+    let bounds = null;
+    for (const kind of ["dtm", "metrics", "chm"]) {
+      const r = results[kind];
+      if (!r || !r.id || rasters.has(String(r.id))) continue;
+      try {
+        const feature = await apiJSON(`/collections/rasters/items/${r.id}?f=json`);
+        bounds = (await addRaster(feature)) || bounds;
+      } catch (err) {
+        console.warn(`raster ${r.id}:`, err.message);
       }
     }
-  } catch (err) { /* the stream ended */ }
-}
+    if (results.trees || results.plots) reloadVectors();
+    if (live && bounds) fit(bounds);
+    renderDownloads(scans, rasters);
+    document.body.dataset.layersFor = `${document.body.dataset.layersFor || ""} ${job.jobID}`.trim();
+  },
+});
 
-async function showJobs() {
-  const list = document.getElementById("jobs");
-  try {
-    const jobs = (await getJSON("/jobs?f=json&limit=20")).jobs || [];
-    const running = jobs.filter((j) => j.status === "running" || j.status === "accepted");
-    if (!running.length) return;
-    list.innerHTML = "";
-    for (const job of running) {
-      const item = document.createElement("li");
-      item.innerHTML = `<div>${job.processID || job.process_id || "job"} <span class="status">${job.status} ${job.progress ?? 0}%</span></div>` +
-        `<div class="progress"><div style="width:${job.progress ?? 0}%"></div></div>`;
-      list.append(item);
-      followJob(job, item);
-    }
-  } catch (err) { /* no jobs endpoint or not allowed */ }
-}
+initUploads({ jobStarted: (id) => track(id), scanChanged: scansSoon });
+initDownloads();
 
-map.on("load", async () => {
-  showUser();
-  addVectors();
+async function refreshAll() {
+  await loadProjects();
+  await loadScans();
   try {
-    await addRasters();
+    await loadRasters();
   } catch (err) {
     console.error(err);
   }
-  map.once("idle", async () => {
+  renderDownloads(scans, rasters);
+  loadJobs();
+  listProcesses();
+}
+
+// -- the map ---------------------------------------------------------------------------------------
+
+map.on("click", (event) => showPopup(event.lngLat, event.point));
+map.on("moveend", () => sizeTrees(map.getCenter().lat));
+
+map.on("load", async () => {
+  showUser();
+  addVectors(map.getCenter().lat);
+  await loadProjects();
+  await loadScans();
+  try {
+    const focus = await loadRasters(params.get("raster"));
+    fit(focus);
+  } catch (err) {
+    console.error(err);
+  }
+  // the first moment everything in view is drawn (tiles of the fitted view included)
+  const idle = new Promise((resolve) => {
+    let tries = 0;
+    const check = () => (map.areTilesLoaded() || ++tries >= 3 ? resolve() : map.once("idle", check));
+    map.once("idle", check);
+  });
+  map.triggerRepaint();
+  renderDownloads(scans, rasters);
+  await initProcesses({ jobStarted: (id) => track(id), scans: () => scans });
+  loadJobs();
+  idle.then(async () => {
     // `?popup=lon,lat` opens the pop-up there (a link to share a place; the browser test uses it)
     const at = (params.get("popup") || "").split(",").map(Number);
     if (at.length === 2 && at.every(Number.isFinite)) {
@@ -236,5 +217,16 @@ map.on("load", async () => {
     }
     document.body.dataset.ready = "1";
   });
-  showJobs();
 });
+
+// a tile refused with 401 (a token revoked before it expired): renew now, or end the session
+const retried = new Map();
+map.on("error", (event) => {
+  if (!event.error || event.error.status !== 401 || !currentUser()) return;
+  const id = event.sourceId;
+  if (id && Date.now() - (retried.get(id) || 0) < 5000) return;
+  retried.set(id, Date.now());
+  refresh().then(() => id && reloadSource(id)).catch(() => {});
+});
+
+window.canopy = { map, rasters, track, showPopup, refreshAll };   // for the console (and the browser test)

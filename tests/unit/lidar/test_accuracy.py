@@ -78,10 +78,12 @@ def test_trees_and_chm_against_truth_and_naive(scored, name, f1, chm):
 @pytest.mark.parametrize("name", ["own-open", "open-moderate-d20", "multilayer-moderate-d20", "open-flat-d8"])
 def test_apex_height_removes_the_highest_returns_bias(scored, name):
     e, _ = scored(name)
-    # the highest return lies below the apex (-0.13 own ... -0.92 m independent measured)
+    # the highest return lies below the apex (-0.13 own ... -0.92 m independent measured);
+    # the fitted cone's apex: bias -0.04 ... +0.23 m, RMSE 0.27-0.48 m on these four
     assert e["height_bias"] < 0
-    assert abs(e["apex_bias"]) < abs(e["height_bias"]) or abs(e["apex_bias"]) <= 0.25
-    assert abs(e["apex_bias"]) <= 0.5
+    assert abs(e["apex_bias"]) <= 0.3
+    assert e["apex_rmse"] <= 0.6
+    assert e["apex_rmse"] <= e["height_rmse"] + 0.05
 
 
 def test_two_layer_understory_is_partly_found(scored):
