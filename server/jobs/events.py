@@ -6,7 +6,7 @@ import json
 import time
 from datetime import datetime
 from functools import lru_cache
-from typing import Callable, Iterator
+from typing import Callable
 
 import redis
 
@@ -30,34 +30,6 @@ def publish(job_id: str, status: str, progress: int, message: str) -> None:
         _redis().publish(channel(job_id), json.dumps(payload))
     except redis.RedisError:
         pass
-
-
-def sse(job_id: str, load_current: Callable[[], dict], final: tuple[str, ...],
-        keepalive: float = 15.0) -> Iterator[str]:
-    """The current state, then every update until a final state (or the client leaves).
-    It subscribes before reading the current state, so no update falls in between."""
-    pubsub = _redis().pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(channel(job_id))
-    try:
-        current = load_current()
-        yield _frame(current)
-        if current["status"] in final:
-            return
-        while True:
-            message = pubsub.get_message(timeout=keepalive)
-            if message is None:
-                current = load_current()          # an event lost while Redis was away is not waited for
-                if current["status"] in final:
-                    yield _frame(current)
-                    return
-                yield ": keep-alive\n\n"
-                continue
-            data = json.loads(message["data"])
-            yield _frame(data)
-            if data["status"] in final:
-                return
-    finally:
-        pubsub.close()
 
 
 def wait_final(job_id: str, load: Callable[[], dict], final: tuple[str, ...], timeout: float) -> dict:
@@ -85,5 +57,3 @@ def frame(data: dict) -> str:
     """One SSE frame: the event is named by the job's status, its data is the status JSON."""
     return f"event: {data['status']}\ndata: {json.dumps(data, default=str)}\n\n"
 
-
-_frame = frame

@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import lru_cache
 
 import jsonschema
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, current_app, jsonify, request
 
 from db.pool import get_pool
 
@@ -258,18 +258,3 @@ def job_results(job_id: str):
     if job["status"] == "dismissed":
         raise NotFound(f"job {job_id} was dismissed: its results were removed", code="no-such-job")
     raise NotFound(f"job {job_id} is {job['status']}: no results", code="result-not-ready")
-
-
-@bp.get("/jobs/<job_id>/events")
-def job_events(job_id: str):
-    _job_or_404(job_id)
-    principal = policy.current()
-
-    def load() -> dict:
-        job = store.get(job_id, principal)
-        return {"jobID": job_id, "status": job["status"], "progress": job["progress"], "message": job["message"],
-                "updated": _iso(job["updated"])}
-
-    stream = events.sse(job_id, load, store.FINAL)
-    return Response(stream_with_context(stream), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
