@@ -77,6 +77,15 @@ class Settings:
     sse_max_streams: int = 2000    # open event streams per web worker; beyond, 503 (each holds a Redis connection)
     sse_keepalive: float = 15.0    # seconds of quiet before a stream re-reads its job and sends a comment
     basemap_url: str = ""     # XYZ tiles under the maps of pygeoapi's pages; empty: none (works offline)
+    job_attempts: int = 3          # runs of a job before a crash or a reaped run fails it
+    job_heartbeat: float = 1.0     # seconds between a running job's heartbeats
+    job_stale: float = 10.0        # a running job whose heartbeat is older than this is reaped
+    reap_every: float = 5.0        # seconds between the worker's looks for stale jobs
+    dismiss_grace: float = 3.0     # seconds a dismissed job has to stop before its process is killed
+    worker_grace: float = 30.0     # seconds a stopping worker lets running jobs finish
+    upload_max_bytes: int = 50 << 30   # one upload's largest length
+    upload_quota_bytes: int = 200 << 30  # a user's uploads, unless users.quota_bytes says otherwise
+    upload_ttl_hours: float = 24.0     # an unfinished upload untouched this long expires
 
 
 @lru_cache(maxsize=1)
@@ -119,4 +128,13 @@ def get_settings() -> Settings:
         sse_max_streams=_int("CANOPY_SSE_MAX_STREAMS", 2000),
         sse_keepalive=float(os.environ.get("CANOPY_SSE_KEEPALIVE", "15")),
         basemap_url=os.environ.get("CANOPY_BASEMAP_URL", ""),
+        job_attempts=_int("CANOPY_JOB_ATTEMPTS", 3),
+        job_heartbeat=float(os.environ.get("CANOPY_JOB_HEARTBEAT", "1")),
+        job_stale=float(os.environ.get("CANOPY_JOB_STALE", "10")),
+        reap_every=float(os.environ.get("CANOPY_REAP_EVERY", "5")),
+        dismiss_grace=float(os.environ.get("CANOPY_DISMISS_GRACE", "3")),
+        worker_grace=float(os.environ.get("CANOPY_WORKER_GRACE", "30")),
+        upload_max_bytes=_int("CANOPY_UPLOAD_MAX_BYTES", 50 << 30),
+        upload_quota_bytes=_int("CANOPY_UPLOAD_QUOTA_BYTES", 200 << 30),
+        upload_ttl_hours=float(os.environ.get("CANOPY_UPLOAD_TTL_HOURS", "24")),
     )

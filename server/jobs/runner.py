@@ -13,7 +13,6 @@ consumer replaces).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
@@ -34,9 +33,6 @@ from .follow import follow_up
 
 log = logging.getLogger("canopy.jobs")
 
-MAX_ATTEMPTS = int(os.environ.get("CANOPY_JOB_ATTEMPTS", "3"))
-HEARTBEAT_SECONDS = float(os.environ.get("CANOPY_JOB_HEARTBEAT", "1"))
-DISMISS_GRACE_SECONDS = float(os.environ.get("CANOPY_DISMISS_GRACE", "3"))
 TRANSIENT = (psycopg.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
@@ -50,11 +46,14 @@ class Heartbeat(threading.Thread):
     `grace` seconds later, `on_stuck` is called once. Stopped with `stop()`, then
     joinable like any thread."""
 
-    def __init__(self, job_id: str, *, interval: float = HEARTBEAT_SECONDS, grace: float = DISMISS_GRACE_SECONDS,
+    def __init__(self, job_id: str, *, interval: float | None = None, grace: float | None = None,
                  on_stuck: Callable[[], None] | None = None):
         super().__init__(daemon=True, name=f"heartbeat-{job_id[:8]}")
+        settings = get_settings()
         self.job_id = job_id
-        self.interval, self.grace, self.on_stuck = interval, grace, on_stuck
+        self.interval = settings.job_heartbeat if interval is None else interval
+        self.grace = settings.dismiss_grace if grace is None else grace
+        self.on_stuck = on_stuck
         self.dismissed = threading.Event()
         self._halt = threading.Event()      # not `_stop`: threading.Thread has a method of that name
 
@@ -156,7 +155,7 @@ def _record_failure(job: dict, message: str) -> None:
 
 def _retry(job: dict, err: Exception, subscriber: dict | None) -> None:
     message = f"{type(err).__name__}: {str(err).strip()[:300]}"
-    if job["attempts"] >= MAX_ATTEMPTS:
+    if job["attempts"] >= get_settings().job_attempts:
         _fail(job, f"gave up after {job['attempts']} attempts: {message}", tb.format_exc(), dead_letter=True,
               subscriber=subscriber)
         return

@@ -13,7 +13,6 @@ them (seen as `accepted` jobs while the queue and the schedule are empty).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 from huey.consumer import Consumer
@@ -24,16 +23,14 @@ from ..workspace import workspace_of
 from . import events, store
 from .follow import follow_up
 from .queue import enqueue, huey
-from .runner import MAX_ATTEMPTS, cleanup_workdirs
+from .runner import cleanup_workdirs
 
 log = logging.getLogger("canopy.worker")
-STALE_SECONDS = float(os.environ.get("CANOPY_JOB_STALE", "10"))
-REAP_EVERY = float(os.environ.get("CANOPY_REAP_EVERY", "5"))
 
 
 def reap_once() -> None:
     settings = get_settings()
-    for job_id, status, progress, changes in store.reap(STALE_SECONDS, MAX_ATTEMPTS):
+    for job_id, status, progress, changes in store.reap(settings.job_stale, settings.job_attempts):
         log.warning("job %s had a stale heartbeat: %s", job_id, "requeued" if status == "accepted" else status)
         if status == "accepted":
             enqueue(job_id)
@@ -41,7 +38,7 @@ def reap_once() -> None:
             events.publish(job_id, "failed", progress, "failed: the worker stopped responding on every attempt")
         follow_up(changes, settings)           # a tile failed for good fails its parent
     if huey.pending_count() == 0 and huey.scheduled_count() == 0:
-        for job_id in store.lost_in_queue(STALE_SECONDS):
+        for job_id in store.lost_in_queue(settings.job_stale):
             log.warning("job %s was queued but its task is gone: requeued", job_id)
             enqueue(job_id)
     workspace = workspace_of(settings)
@@ -57,7 +54,7 @@ class _Reaper(threading.Thread):
         self.stop = stop
 
     def run(self) -> None:
-        while not self.stop.wait(REAP_EVERY):
+        while not self.stop.wait(get_settings().reap_every):
             try:
                 reap_once()
             except Exception:  # the reaper must outlive database and Redis outages
@@ -76,7 +73,7 @@ class CanopyConsumer(Consumer):
 
 
 def run(workers: int) -> None:
-    grace = float(os.environ.get("CANOPY_WORKER_GRACE", "30"))
+    grace = get_settings().worker_grace
     consumer = CanopyConsumer(huey, workers=workers, worker_type="process", periodic=False,
                               graceful_signal="TERM", shutdown_timeout=grace, health_check_interval=1,
                               initial_delay=0.01, max_delay=0.1, backoff=1.1)

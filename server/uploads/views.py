@@ -25,6 +25,7 @@ from db.pool import get_pool
 from ..auth import policy
 from ..errors import NotFound, problem
 from ..storage import storage_of
+from ..settings import get_settings
 from ..workspace import workspace_of
 from . import complete, lease, tus
 from .tus import TusError
@@ -34,15 +35,15 @@ CHUNK = 1 << 20
 
 
 def _max_size() -> int:
-    return int(os.environ.get("CANOPY_UPLOAD_MAX_BYTES", str(50 << 30)))
+    return get_settings().upload_max_bytes
 
 
 def _default_quota() -> int:
-    return int(os.environ.get("CANOPY_UPLOAD_QUOTA_BYTES", str(200 << 30)))
+    return get_settings().upload_quota_bytes
 
 
 def _ttl() -> timedelta:
-    return timedelta(hours=float(os.environ.get("CANOPY_UPLOAD_TTL_HOURS", "24")))
+    return timedelta(hours=get_settings().upload_ttl_hours)
 
 
 def _headers(**extra: str) -> dict[str, str]:

@@ -155,6 +155,17 @@ def test_jobs_page_lists_the_jobs_the_json_lists(server, plot):
         "Content-Type"].startswith("application/json")
 
 
+def test_landing_page_about_link_is_this_servers_api_documentation(server):
+    """The landing page's `about` (and the provider's and contact's addresses) name a page
+    this server serves, not a repository elsewhere."""
+    landing = requests.get(f"{server}/", params={"f": "json"}, timeout=30).json()
+    about = [link["href"] for link in landing["links"] if link.get("rel") == "about"]
+    assert about == [f"{server}/openapi?f=html"], about
+    page = requests.get(about[0], timeout=30)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "swagger-ui" in page.text
+
+
 def test_no_template_the_pages_use_loads_from_a_cdn(tmp_path):
     from server.pages.templates import cdn_addresses, write_templates
     out = write_templates(tmp_path)
