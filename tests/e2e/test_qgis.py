@@ -254,6 +254,14 @@ def test_qgis_editing_capabilities_follow_the_token(server, forest, qgis):
              for k in ("rw", "ro")}
     print(f"  OPTIONS requests QGIS sent: {options_sent}; server's Allow: {allow}")
     assert "POST" in allow["rw"] and "POST" not in allow["ro"], allow
+    # and on one plot, where QGIS asks whether it may change attributes and geometry
+    item = requests.get(f"{server}/collections/plots/items", params={"limit": 1},
+                        headers={"Authorization": f"Bearer {forest['rw']}"}).json()["features"][0]["id"]
+    allow_item = {k: requests.options(f"{server}/collections/plots/items/{item}",
+                                      headers={"Authorization": f"Bearer {forest[k]}"}).headers["Allow"]
+                  for k in ("rw", "ro")}
+    assert {"PATCH", "PUT", "DELETE"} <= {m.strip() for m in allow_item["rw"].split(",")}, allow_item
+    assert not {"PATCH", "PUT", "DELETE"} & {m.strip() for m in allow_item["ro"].split(",")}, allow_item
     if options_sent:      # a QGIS with OAPIF transactions (Part 4)
         assert {"AddFeatures", "ChangeAttributeValues"} <= set(caps["rw"]), caps
         assert not {"AddFeatures", "ChangeAttributeValues"} & set(caps["ro"]), caps
