@@ -13,6 +13,8 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
+from server.settings import get_settings
+
 # Reconnect to a lost PostgreSQL every second: psycopg_pool doubles the wait without a
 # bound, so after a 30 s outage a pool would stay empty for ~30 s more (503s long after
 # the database is back). A connection attempt a second per process costs nothing.
@@ -30,7 +32,7 @@ def _configure(conn: Connection) -> None:
 
 def get_pool(database_url: str | None = None) -> ConnectionPool:
     """The pool for `database_url` (default: $DATABASE_URL), opened on first use."""
-    url = database_url or os.environ["DATABASE_URL"]
+    url = database_url or os.environ["DATABASE_URL"]     # read each time: `canopy run` sets it late
     pool = _pools.get(url)
     if pool is None:
         with _lock:
@@ -39,9 +41,9 @@ def get_pool(database_url: str | None = None) -> ConnectionPool:
                 # A request waits at most CANOPY_DB_POOL_TIMEOUT (2 s) for a connection, then
                 # answers 503 (PoolTimeout); each connection is checked when it is handed out, so
                 # after a PostgreSQL restart no request gets a dead one.
-                pool = ConnectionPool(url, min_size=1, max_size=int(os.environ.get("CANOPY_DB_POOL", "8")),
-                                      configure=_configure, open=True,
-                                      timeout=float(os.environ.get("CANOPY_DB_POOL_TIMEOUT", "2")),
+                settings = get_settings()
+                pool = ConnectionPool(url, min_size=1, max_size=settings.db_pool,
+                                      configure=_configure, open=True, timeout=settings.db_pool_timeout,
                                       check=ConnectionPool.check_connection,
                                       kwargs={"connect_timeout": 2, "autocommit": True})
                 _pools[url] = pool

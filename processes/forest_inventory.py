@@ -3,7 +3,7 @@ terrain model, canopy height model, trees, crowns, grid metrics and plot metrics
 
 from __future__ import annotations
 
-import os
+from server.settings import get_settings
 
 from .base import CanopyProcess, JobContext, Outcome
 from .lidar import Params, merge_tile_results, plan_tiles
@@ -67,4 +67,4 @@ class ForestInventoryProcessor(CanopyProcess):
 
 def fanout_threshold() -> int:
     """Scans with more points than this run as one child job per tile."""
-    return int(os.environ.get("CANOPY_FANOUT_POINTS", "20000000"))
+    return get_settings().fanout_points

@@ -15,6 +15,11 @@ def _int(name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
 def _secret(name: str) -> str:
     """`name`, or else the content of the file `{name}_FILE` names (how containers pass secrets)."""
     value, path = os.environ.get(name, ""), os.environ.get(f"{name}_FILE", "")
@@ -86,6 +91,11 @@ class Settings:
     upload_max_bytes: int = 50 << 30   # one upload's largest length
     upload_quota_bytes: int = 200 << 30  # a user's uploads, unless users.quota_bytes says otherwise
     upload_ttl_hours: float = 24.0     # an unfinished upload untouched this long expires
+    fanout_points: int = 20_000_000    # scans with more points run as one child job per tile
+    tile_datasets: int = 32            # open raster datasets kept per web worker
+    tile_cache_ttl: int = 0            # seconds rendered tiles are kept in Redis; 0: no cache
+    db_pool: int = 8                   # pooled database connections per process
+    db_pool_timeout: float = 2.0       # seconds a request waits for a pooled connection (then 503)
 
 
 @lru_cache(maxsize=1)
@@ -120,21 +130,26 @@ def get_settings() -> Settings:
         oidc_jwks_url=os.environ.get("CANOPY_OIDC_JWKS_URL", ""),
         oidc_role_claim=os.environ.get("CANOPY_OIDC_ROLE_CLAIM", "canopy_role"),
         callbacks_allow_private=os.environ.get("CANOPY_CALLBACKS_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
-        sync_wait_seconds=float(os.environ.get("CANOPY_SYNC_WAIT_SECONDS", "30")),
+        sync_wait_seconds=_float("CANOPY_SYNC_WAIT_SECONDS", 30.0),
         metrics_dir=Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
                          or Path(os.environ.get("CANOPY_RUN_DIR", data / "run")) / "prometheus"),
         max_body_bytes=_int("CANOPY_MAX_BODY_BYTES", 16 << 20),
         web_threads=_int("WEB_THREADS", 8),
         sse_max_streams=_int("CANOPY_SSE_MAX_STREAMS", 2000),
-        sse_keepalive=float(os.environ.get("CANOPY_SSE_KEEPALIVE", "15")),
+        sse_keepalive=_float("CANOPY_SSE_KEEPALIVE", 15.0),
         basemap_url=os.environ.get("CANOPY_BASEMAP_URL", ""),
         job_attempts=_int("CANOPY_JOB_ATTEMPTS", 3),
-        job_heartbeat=float(os.environ.get("CANOPY_JOB_HEARTBEAT", "1")),
-        job_stale=float(os.environ.get("CANOPY_JOB_STALE", "10")),
-        reap_every=float(os.environ.get("CANOPY_REAP_EVERY", "5")),
-        dismiss_grace=float(os.environ.get("CANOPY_DISMISS_GRACE", "3")),
-        worker_grace=float(os.environ.get("CANOPY_WORKER_GRACE", "30")),
+        job_heartbeat=_float("CANOPY_JOB_HEARTBEAT", 1.0),
+        job_stale=_float("CANOPY_JOB_STALE", 10.0),
+        reap_every=_float("CANOPY_REAP_EVERY", 5.0),
+        dismiss_grace=_float("CANOPY_DISMISS_GRACE", 3.0),
+        worker_grace=_float("CANOPY_WORKER_GRACE", 30.0),
         upload_max_bytes=_int("CANOPY_UPLOAD_MAX_BYTES", 50 << 30),
         upload_quota_bytes=_int("CANOPY_UPLOAD_QUOTA_BYTES", 200 << 30),
-        upload_ttl_hours=float(os.environ.get("CANOPY_UPLOAD_TTL_HOURS", "24")),
+        upload_ttl_hours=_float("CANOPY_UPLOAD_TTL_HOURS", 24.0),
+        fanout_points=_int("CANOPY_FANOUT_POINTS", 20_000_000),
+        tile_datasets=_int("CANOPY_TILE_DATASETS", 32),
+        tile_cache_ttl=_int("CANOPY_TILE_CACHE_TTL", 0),
+        db_pool=_int("CANOPY_DB_POOL", 8),
+        db_pool_timeout=_float("CANOPY_DB_POOL_TIMEOUT", 2.0),
     )

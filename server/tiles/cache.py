@@ -8,17 +8,17 @@ the tile is rendered as if the cache were off: the cache may make tiles faster, 
 from __future__ import annotations
 
 import logging
-import os
 
 import redis
 
-TTL = int(os.environ.get("CANOPY_TILE_CACHE_TTL", "0"))
+from ..settings import get_settings
+
 _log = logging.getLogger("canopy.tiles.cache")
 _client: redis.Redis | None = None
 
 
 def enabled() -> bool:
-    return TTL > 0
+    return get_settings().tile_cache_ttl > 0
 
 
 def _redis(url: str) -> redis.Redis:
@@ -42,6 +42,6 @@ def put(url: str, etag: str, body: bytes) -> None:
     if not enabled():
         return
     try:
-        _redis(url).set(f"canopy:tile:{etag}", body, ex=TTL)
+        _redis(url).set(f"canopy:tile:{etag}", body, ex=get_settings().tile_cache_ttl)
     except redis.RedisError as exc:
         _log.warning("tile cache write failed: %s", exc)

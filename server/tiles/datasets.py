@@ -23,6 +23,8 @@ import morecantile
 from rasterio.errors import EnvError
 from rio_tiler.io import Reader
 
+from ..settings import get_settings
+
 # GDAL reads these config options from the environment at first use; set them before that.
 _GDAL_DEFAULTS = {
     "GDAL_CACHEMAX": "256",                       # MB of block cache per worker
@@ -34,9 +36,6 @@ _GDAL_DEFAULTS = {
 }
 for _key, _value in _GDAL_DEFAULTS.items():
     os.environ.setdefault(_key, _value)
-
-MAX_OPEN = int(os.environ.get("CANOPY_TILE_DATASETS", "32"))
-
 
 @dataclass
 class OpenDataset:
@@ -66,7 +65,7 @@ def _get(path: Path, version: str, tms: morecantile.TileMatrixSet) -> OpenDatase
         entry = _open.setdefault(key, fresh)      # another thread may have opened it meanwhile
         _open.move_to_end(key)
         entry.users += 1
-        while len(_open) > MAX_OPEN:
+        while len(_open) > get_settings().tile_datasets:
             old = _open.popitem(last=False)[1]
             old.evicted = True
             if old.users == 0:                    # else its last user closes it

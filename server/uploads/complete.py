@@ -76,9 +76,9 @@ def finish(upload: dict, storage: Storage, workspace: Workspace) -> dict[str, st
         key = f"scans/{scan_id}/{upload['id'][:8]}-{_safe_name(meta.get('filename', 'scan.laz'))}"
         storage.publish(key, path)      # if the transaction fails, an unreferenced object may remain
         conn.execute("INSERT INTO scan_files (scan_id, storage_uri, filename, size_bytes, sha256, point_count, "
-                     "bounds_native) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                     "bounds_native, uploaded_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                      (scan_id, key, meta.get("filename"), upload["length"], digest, facts["point_count"],
-                      [float(v) for v in facts["bounds"]]))
+                      [float(v) for v in facts["bounds"]], upload["owner_id"]))
         conn.execute("UPDATE scans SET size_bytes = (SELECT sum(size_bytes) FROM scan_files WHERE scan_id = %s) "
                      "WHERE id = %s", (scan_id, scan_id))
         conn.execute("UPDATE uploads SET completed_at = now(), metadata = metadata || %s WHERE id = %s",

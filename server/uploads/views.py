@@ -25,25 +25,12 @@ from db.pool import get_pool
 from ..auth import policy
 from ..errors import NotFound, problem
 from ..storage import storage_of
-from ..settings import get_settings
 from ..workspace import workspace_of
 from . import complete, lease, tus
 from .tus import TusError
 
 bp = Blueprint("uploads", __name__)
 CHUNK = 1 << 20
-
-
-def _max_size() -> int:
-    return get_settings().upload_max_bytes
-
-
-def _default_quota() -> int:
-    return get_settings().upload_quota_bytes
-
-
-def _ttl() -> timedelta:
-    return timedelta(hours=get_settings().upload_ttl_hours)
 
 
 def _headers(**extra: str) -> dict[str, str]:
@@ -65,17 +52,19 @@ def _check_version():
 @bp.route("/uploads", methods=["OPTIONS"])
 @bp.route("/uploads/<upload_id>", methods=["OPTIONS"])
 def options(upload_id: str | None = None):
+    max_size = current_app.config["CANOPY_SETTINGS"].upload_max_bytes
     return Response(status=204, headers=_headers(**{
-        "Tus-Version": tus.VERSION, "Tus-Extension": tus.EXTENSIONS, "Tus-Max-Size": str(_max_size()),
+        "Tus-Version": tus.VERSION, "Tus-Extension": tus.EXTENSIONS, "Tus-Max-Size": str(max_size),
         "Tus-Checksum-Algorithm": ",".join(tus.CHECKSUMS)}))
 
 
 @bp.post("/uploads")
 def create():
     principal = policy.require_user()
+    settings = current_app.config["CANOPY_SETTINGS"]
     length = tus.parse_int(request.headers.get("Upload-Length"), "Upload-Length")
-    if length > _max_size():
-        raise TusError(413, f"Upload-Length {length} is over Tus-Max-Size {_max_size()}")
+    if length > settings.upload_max_bytes:
+        raise TusError(413, f"Upload-Length {length} is over Tus-Max-Size {settings.upload_max_bytes}")
     if length == 0:
         raise TusError(400, "an empty file is not a point cloud")
     meta = tus.parse_metadata(request.headers.get("Upload-Metadata"))
@@ -87,24 +76,25 @@ def create():
             raise TusError(400, f"crs {meta['crs']!r} is not a CRS PROJ knows (try EPSG:2992)")
     meta.setdefault("filename", "upload.laz")
     upload_id = uuid.uuid4().hex
-    expires = datetime.now(timezone.utc) + _ttl()
-    path = workspace_of(current_app.config["CANOPY_SETTINGS"]).upload(upload_id)
+    expires = datetime.now(timezone.utc) + timedelta(hours=settings.upload_ttl_hours)
+    path = workspace_of(settings).upload(upload_id)
     with get_pool().connection() as conn, conn.transaction():
-        # quota: the bytes of this user's uploads, counted before any byte is accepted
+        # quota: the bytes this user holds now (unfinished uploads and the files of the scans
+        # they uploaded), counted before any byte is accepted
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (principal.user_id,))
         used, quota = conn.execute(
-            "SELECT coalesce(sum(u.length), 0), (SELECT quota_bytes FROM users WHERE id = %s) FROM uploads u "
-            "WHERE u.owner_id = %s", (principal.user_id, principal.user_id)).fetchone()
-        quota = quota if quota is not None else _default_quota()
+            "SELECT (SELECT coalesce(sum(length), 0) FROM uploads WHERE owner_id = %(u)s AND completed_at IS NULL)"
+            " + (SELECT coalesce(sum(size_bytes), 0) FROM scan_files WHERE uploaded_by = %(u)s),"
+            " (SELECT quota_bytes FROM users WHERE id = %(u)s)", {"u": principal.user_id}).fetchone()
+        quota = quota if quota is not None else settings.upload_quota_bytes
         if used + length > quota:
             raise TusError(413, f"this upload ({length} bytes) would exceed your quota ({used} of {quota} used)")
-        conn.execute("INSERT INTO uploads (id, owner_id, project_id, length, metadata, expires_at, storage_path) "
-                     "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        conn.execute("INSERT INTO uploads (id, owner_id, project_id, length, metadata, expires_at) "
+                     "VALUES (%s, %s, %s, %s, %s, %s)",
                      (upload_id, principal.user_id, project_id, length,
-                      json.dumps({**meta, "project": project_id, "scan": scan_id}), expires,
-                      f"uploads/{upload_id}.part"))
+                      json.dumps({**meta, "project": project_id, "scan": scan_id}), expires))
     path.touch()
-    location = f"{current_app.config['CANOPY_SETTINGS'].public_url}/uploads/{upload_id}"
+    location = f"{settings.public_url}/uploads/{upload_id}"
     headers = _headers(Location=location, **{"Upload-Expires": tus.http_date(expires), "Upload-Offset": "0"})
     if request.content_length and request.mimetype == "application/offset+octet-stream":
         extra = _receive(upload_id, 0)                  # creation-with-upload
@@ -144,12 +134,12 @@ def _target(meta: dict[str, str]) -> tuple[int, int | None]:
 def _load(upload_id: str) -> dict:
     principal = policy.require_user()
     with get_pool().connection() as conn:
-        row = conn.execute('SELECT id, owner_id, project_id, length, "offset", metadata, expires_at, storage_path, '
-                           "completed_at FROM uploads WHERE id = %s", (upload_id,)).fetchone()
+        row = conn.execute('SELECT id, owner_id, project_id, length, "offset", metadata, expires_at, completed_at '
+                           "FROM uploads WHERE id = %s", (upload_id,)).fetchone()
     if row is None or (row[1] != principal.user_id and not principal.is_admin):
         raise TusError(404, f"no upload {upload_id}")
     upload = dict(zip(("id", "owner_id", "project_id", "length", "offset", "metadata", "expires_at",
-                       "storage_path", "completed_at"), row))
+                       "completed_at"), row))
     if upload["completed_at"] is None and upload["expires_at"] < datetime.now(timezone.utc):
         raise TusError(410, f"upload {upload_id} expired; start a new one")
     return upload
@@ -195,7 +185,7 @@ def _receive(upload_id: str, offset: int) -> dict[str, str]:
             raise TusError(413, f"the body ({declared} bytes) goes past Upload-Length ({room} bytes left)")
         written, broken = _write_body(path, offset, room, checksum, held)
         new_offset = offset + written
-        expires = datetime.now(timezone.utc) + _ttl()
+        expires = datetime.now(timezone.utc) + timedelta(hours=settings.upload_ttl_hours)
         done = not broken and new_offset == upload["length"]
         held.record(new_offset, expires, release=not done)  # completion keeps the lease until it is over
         headers = {"Upload-Offset": str(new_offset), "Upload-Expires": tus.http_date(expires)}

@@ -142,6 +142,17 @@ class Browser:
         node = await self.send("DOM.querySelector", nodeId=doc["root"]["nodeId"], selector=selector)
         await self.send("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(p) for p in paths])
 
+    async def drop_files(self, selector: str, paths: list[Path]) -> None:
+        """Drag files from outside the page and drop them on `selector`, as a user does from a
+        file manager (Input.dispatchDragEvent: the page sees real dragenter/dragover/drop
+        events whose DataTransfer holds the files)."""
+        box = await self.eval(f"(() => {{ const el = document.querySelector({json.dumps(selector)}); "
+                              "el.scrollIntoView({block: 'center'}); const r = el.getBoundingClientRect(); "
+                              "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        data = {"items": [], "files": [str(p) for p in paths], "dragOperationsMask": 1}
+        for kind in ("dragEnter", "dragOver", "drop"):
+            await self.send("Input.dispatchDragEvent", type=kind, x=box[0], y=box[1], data=data)
+
     async def screenshot(self, path: Path) -> bytes:
         shot = await self.send("Page.captureScreenshot", format="png")
         data = base64.b64decode(shot["data"])

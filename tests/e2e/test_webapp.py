@@ -2,7 +2,7 @@
 web app on the real stack (gunicorn, PostGIS, Redis, a Huey worker), with access tokens that
 live 12 seconds so that the page has to renew them as it goes.
 
-Journey: sign in; upload two simulated LAZ tiles as one scan (paused in the middle of the
+Journey: sign in; upload two simulated LAZ tiles dropped on the page as one scan (paused in the middle of the
 first and resumed); a truncated LAZ refused with the server's reason; forest-inventory run
 from the form generated from its process description; its progress seen moving; the CHM and
 tree symbols drawn (pixels checked); legends from the real statistics; a pop-up with units and
@@ -144,8 +144,10 @@ async def _journey(stack, people, files, db_url, tmp_path):
         # -- upload two tiles as one scan, with a pause in the middle of the first ------------------------
         await page.eval("document.getElementById('sec-upload').open = true")
         await page.eval(f"document.getElementById('up-project').value = '{people['private']}'")
-        await page.set_files("#up-files", [files["west"], files["east"]])
-        await page.wait("!document.getElementById('up-start').disabled", 10)
+        await page.drop_files("#dropzone", [files["west"], files["east"]])     # dragged from a file manager
+        await page.wait("!document.getElementById('up-start').disabled", 10, what="the dropped files")
+        assert (await page.eval("document.getElementById('up-pending').textContent")).startswith(
+            "2 file(s) ready as one scan: ")
         await page.fill("#up-name", "Block 7 2026")
         # a slow link, so that the upload is still going when "Pause" is pressed
         await page.send("Network.emulateNetworkConditions", offline=False, latency=20,

@@ -294,8 +294,10 @@ def test_project_members_get_private_tiles_with_private_caching(server, rasters,
 
 
 def test_redis_tile_cache_round_trip_and_failure_is_harmless(services, monkeypatch):
+    from server.settings import get_settings
     from server.tiles import cache
-    monkeypatch.setattr(cache, "TTL", 30)
+    monkeypatch.setenv("CANOPY_TILE_CACHE_TTL", "30")
+    get_settings.cache_clear()
     monkeypatch.setattr(cache, "_client", None)
     redis_url = services[1]
     cache.put(redis_url, "etag-test", b"tile bytes")
@@ -308,6 +310,8 @@ def test_redis_tile_cache_round_trip_and_failure_is_harmless(services, monkeypat
     assert cache.get(dead, "etag-test") is None            # logged, not raised
     cache.put(dead, "etag-test", b"x")
     monkeypatch.setattr(cache, "_client", None)
+    monkeypatch.delenv("CANOPY_TILE_CACHE_TTL")
+    get_settings.cache_clear()
 
 
 # --- caching -----------------------------------------------------------------------------
@@ -581,6 +585,22 @@ def test_vector_tiles_of_trees_plots_crowns_and_scans(server, vector_features, t
     assert plot["geometry"]["type"] in ("Polygon", "MultiPolygon")
     assert got["scans"][0]["properties"]["status"] == "ready"
     assert len(got["crowns"]) == 3 and got["crowns"][0]["geometry"]["type"] == "Polygon"
+
+
+def test_far_out_trees_are_thinned_to_the_tallest_per_cell(server, vector_features, tmp_path):
+    """At z13 (cells of ~47 m here) the three trees 19 m apart share at most two cells, and
+    the tile keeps the tallest of each; from z16 every tree is there."""
+    heights = {h for _, _, h in vector_features["trees"].values()}
+    for z, expected in ((13, None), (16, heights)):
+        tile = WM.tile(VLON, VLAT, z)
+        r = _get(f"{server}/collections/trees/tiles/WebMercatorQuad/{z}/{tile.y}/{tile.x}")
+        assert r.status_code == 200, r.text
+        got = {round(f["properties"]["height_m"], 2) for f in _read_mvt(r.content, z, tile.x, tile.y,
+                                                                          tmp_path / str(z))["trees"]}
+        if expected is None:
+            assert max(heights) in got and len(got) < len(heights) and 99 not in got
+        else:
+            assert got == expected
 
 
 def test_vector_tiles_errors_and_empty_tiles(server, vector_features):

@@ -377,6 +377,33 @@ def test_terminating_a_completed_upload_keeps_the_scans_file(server, db_url, upl
     assert scan.status_code == 200
 
 
+def test_quota_counts_the_bytes_a_user_holds_now(server, db_url, upload_project, make_user, tmp_path):
+    """The quota counts unfinished uploads and the files of the user's scans: forgetting a
+    completed upload frees nothing (its file stays with the scan), deleting the scan does."""
+    points, _ = make_forest("open", size=30, seed=41)
+    data = write_las(tmp_path / "held.laz", points, crs="EPSG:3005").read_bytes()
+    user = make_user("analyst", {upload_project: "editor"})
+    auth = {"Authorization": f"Bearer {user.token}"}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE users SET quota_bytes = %s WHERE id = %s", (len(data) + 1000, user.id))
+    meta = {"filename": "held.laz", "project": upload_project, "name": "held"}
+    encoded = ",".join(f"{k} {base64.b64encode(str(v).encode()).decode()}" for k, v in meta.items())
+    r = requests.post(f"{server}/uploads", data=data, headers={
+        **TUS, **auth, "Upload-Length": str(len(data)), "Upload-Metadata": encoded,
+        "Content-Type": "application/offset+octet-stream"})
+    assert r.status_code == 201 and r.headers["Upload-Offset"] == str(len(data)), r.text
+    scan_id, ingest = int(r.headers["Canopy-Scan"].rsplit("/", 1)[1]), r.headers["Canopy-Job"]
+    assert requests.delete(r.headers["Location"], headers={**TUS, **auth}).status_code == 204
+    more = {"filename": "more.laz", "project": upload_project, "name": "more"}
+    refused = _create(server, auth, 2000, more)
+    assert refused.status_code == 413 and f"({len(data)} of {len(data) + 1000} used)" in refused.text
+    assert _create(server, auth, 900, more).status_code == 201              # what is left fits
+    assert requests.delete(ingest, headers=auth).status_code == 200         # no worker here: still queued
+    deleted = requests.delete(f"{server}/scans/{scan_id}", headers=auth)
+    assert deleted.status_code == 204, deleted.text
+    assert _create(server, auth, len(data), more).status_code == 201        # the scan's bytes are given back
+
+
 def _slow_patch(url: str, headers: dict, body: bytes, pieces: int, pause: float) -> int:
     """A PATCH whose body arrives in `pieces` over `pieces * pause` seconds; its status."""
     import http.client

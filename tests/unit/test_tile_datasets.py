@@ -11,6 +11,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from server.settings import get_settings
 from server.tiles import datasets, tms as tms_mod
 
 
@@ -26,9 +27,11 @@ def _cog(path: Path, value: float) -> Path:
 @pytest.fixture()
 def one_slot(monkeypatch):
     datasets.clear()
-    monkeypatch.setattr(datasets, "MAX_OPEN", 1)
+    monkeypatch.setenv("CANOPY_TILE_DATASETS", "1")
+    get_settings.cache_clear()
     yield
     datasets.clear()
+    get_settings.cache_clear()
 
 
 def test_eviction_never_closes_a_dataset_being_read(tmp_path, one_slot):

@@ -85,16 +85,17 @@ let sizedFor = null;
 export function sizeTrees(lat) {
   if (sizedFor !== null && Math.abs(sizedFor - lat) < 0.2) return;
   sizedFor = lat;
-  if (map.getLayer("trees-2")) map.setPaintProperty("trees-2", "circle-radius", crownRadius(lat));
+  if (map.getLayer("trees-1")) map.setPaintProperty("trees-1", "circle-radius", crownRadius(lat));
 }
 
 function treeLayers(lat) {
-  // far out (z13-15) one tree in 8, then (z15-16) one in 3, as small dots; from z16 every tree, a circle of its crown
+  // far out (z13-16) the server sends the tallest tree of each ~4 px cell (server/tiles/mvt.py):
+  // small dots, larger for taller trees, the tallest drawn on top; from z16 every tree, a circle of its crown
   return [
-    { type: "circle", minzoom: 13, maxzoom: 15, filter: ["==", ["%", ["id"], 8], 0],
-      paint: { "circle-radius": 1.6, "circle-color": "#ffffff", "circle-opacity": 0.9 } },
-    { type: "circle", minzoom: 15, maxzoom: 16, filter: ["==", ["%", ["id"], 3], 0],
-      paint: { "circle-radius": 2.2, "circle-color": "#ffffff", "circle-stroke-color": "#1b4332",
+    { type: "circle", minzoom: 13, maxzoom: 16,
+      layout: { "circle-sort-key": ["coalesce", ["get", "height_m"], 0] },
+      paint: { "circle-radius": ["interpolate", ["linear"], ["coalesce", ["get", "height_m"], 0], 5, 1.2, 40, 2.6],
+               "circle-color": "#ffffff", "circle-opacity": 0.9, "circle-stroke-color": "#1b4332",
                "circle-stroke-width": 0.5 } },
     { type: "circle", minzoom: 16,
       paint: { "circle-radius": crownRadius(lat),
