@@ -31,6 +31,8 @@ class Stack:
     work: Path
     db: str
     redis: str
+    postgres_server: LocalPostgres      # to stop and start them under load (bench/faults.py)
+    redis_server: LocalRedis
 
 
 @contextlib.contextmanager
@@ -44,7 +46,7 @@ def private_stack(prefix: str) -> Iterator[Stack]:
         db, redis_url = pg.start(), rd.start()
         from db.migrate import migrate
         migrate(db)
-        yield Stack(work, db, redis_url)
+        yield Stack(work, db, redis_url, pg, rd)
     finally:
         rd.stop()
         pg.stop()

@@ -29,6 +29,7 @@ from db.runs import run_rows
 
 from . import context
 from .cql2sql import FilterError, to_sql
+from .db_errors import CLIENT_ERRORS, describe
 from .schema import TABLES, Table, parse_id
 
 _EPSG_URI = re.compile(r"(?:EPSG[/:](?:[0-9.]+[/:])?|EPSG::)(\d+)$")
@@ -479,14 +480,10 @@ class PostGISProvider(BaseProvider):
             with conn.cursor() as cur:
                 cur.execute(stmt)
                 return cur.fetchall() if cur.description else []
-        except (psycopg.errors.DataError, psycopg.errors.UndefinedFunction,
-                psycopg.errors.InvalidParameterValue, psycopg.errors.InternalError_) as err:
-            raise ProviderInvalidQueryError(user_msg=f"the query cannot be applied: {err.diag.message_primary}")
-        except psycopg.errors.ForeignKeyViolation as err:
-            raise InvalidItem(user_msg=f"refers to something that does not exist: "
-                                                    f"{err.diag.message_detail}")
         except psycopg.errors.IntegrityError as err:
-            raise InvalidItem(user_msg=f"invalid item: {err.diag.message_primary}")
+            raise InvalidItem(user_msg=f"invalid item: {describe(err)}")
+        except CLIENT_ERRORS as err:
+            raise ProviderInvalidQueryError(user_msg=f"the query cannot be applied: {describe(err)}")
         except psycopg.OperationalError:
             raise DatabaseUnavailable()
 

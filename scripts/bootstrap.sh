@@ -57,3 +57,13 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
     | progress "pip: step" '^ *(Collecting [^ ]+|Downloading [^ ]+|Installing collected packages)'
   touch .venv/.installed
 fi
+
+# The outside judges of the server (ogctests, schemathesis), in a virtualenv of their own: ogctests pins
+# pyarrow < 18, httpx < 0.28 and pytest < 9, older than Canopy's own.
+CONFORMANCE_PINS="ogctests==0.1.15 schemathesis==4.32.5"
+if [ "${1:-}" = "--test" ] && [ "$(cat .venv-conformance/.installed 2>/dev/null)" != "$CONFORMANCE_PINS" ]; then
+  echo "bootstrap: installing the conformance tools ($CONFORMANCE_PINS, about a minute the first time)"
+  python3 -m venv .venv-conformance
+  .venv-conformance/bin/pip install -q $CONFORMANCE_PINS 2> >(grep -v '^WARNING: Location' >&2)
+  echo "$CONFORMANCE_PINS" > .venv-conformance/.installed
+fi

@@ -8,7 +8,10 @@ pygeoapi serves `/collections/...`; this module fills what it leaves out:
 - `sortby` checked against the collection's properties (pygeoapi's parser fails on empty keys);
 - ETag on items, If-Match (428 when missing, 412 when stale) and PATCH;
 - OPTIONS answering what the caller may do, and 405 for writes to read-only collections;
-- `/conformance` listing exactly what is implemented.
+- `/conformance` listing exactly what is implemented;
+- HTTP `Link` headers (RFC 8288) on collections, items and items pages: self, alternate,
+  next/prev, collection, items, queryables (Features Part 1 recommends them; clients such
+  as ogctests look the queryables up there, with a HEAD).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from pygeofilter.parsers.cql2_json import parse as parse_cql2_json
@@ -33,6 +37,13 @@ from .errors import BadRequest, MethodNotAllowed, NotFound, PreconditionRequired
 bp = Blueprint("features", __name__)
 
 _ITEMS = re.compile(r"^/collections/(?P<c>[^/]+)/items(?:/(?P<id>[^/]+))?/?$")
+_COLLECTION = re.compile(r"^/collections(?:/(?P<c>[^/]+))?/?$")
+QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
+# the encodings each kind of document is served in (f=...), as the body's links list them
+_FORMATS = {"items": {"json": "application/geo+json", "jsonld": "application/ld+json", "html": "text/html",
+                      "csv": "text/csv"},
+            "item": {"json": "application/geo+json", "jsonld": "application/ld+json", "html": "text/html"},
+            "collection": {"json": "application/json", "jsonld": "application/ld+json", "html": "text/html"}}
 _COMMON_PARAMS = {"f", "lang"}
 _ITEMS_PARAMS = {"bbox", "bbox-crs", "crs", "limit", "offset", "datetime", "sortby", "properties",
                  "skipGeometry", "filter", "filter-lang", "filter-crs", "cursor", "resulttype"}
@@ -228,14 +239,41 @@ def _provider(collection: str):
 def _features_headers(response: Response) -> Response:
     match = _ITEMS.match(request.path)
     if not match:
+        collection = _COLLECTION.match(request.path)
+        if collection and response.status_code == 200 and request.method in ("GET", "HEAD"):
+            response.headers["Link"] = _link_header("collection", collection.group("c"), [], response.mimetype)
         return response
     ctx = context.get()
+    if response.status_code == 200 and request.method in ("GET", "HEAD"):
+        kind = "item" if match.group("id") else "items"
+        response.headers["Link"] = _link_header(kind, match.group("c"), ctx.page_links or [],
+                                                   response.mimetype)
     if ctx.page_links is not None and not any(l["rel"] == "next" for l in ctx.page_links) \
             and response.status_code == 200 and "json" in (response.headers.get("Content-Type") or ""):
         _replace_paging_links(response, ctx.page_links)
     if ctx.version is not None and response.status_code < 300:
         response.headers["ETag"] = f'"{ctx.version}"'
     return response
+
+
+def _link_header(kind: str, collection: str | None, paging: list[dict], served: str) -> str:
+    """The Link header of a document: built from what the request and the provider know,
+    never by parsing the body (an items page can be megabytes). Only `rel` and `type`
+    are sent as parameters, and commas in URLs are escaped: simple clients split the
+    header on "," and ";"."""
+    base = current_app.config["CANOPY_SETTINGS"].public_url
+    query = {k: v for k, v in request.args.items() if k != "f"}
+    formats = _FORMATS["collection" if kind == "collection" else kind]
+    here = next((f for f, mime in formats.items() if mime == served), request.args.get("f", "json"))
+    links = [("self" if f == here else "alternate", mime,
+              f"{base}{request.path}?{urlencode({**query, 'f': f})}") for f, mime in formats.items()]
+    links += [(l["rel"], l.get("type", "application/geo+json"), l["href"]) for l in paging]
+    if collection:
+        links += [("collection" if kind != "collection" else "items",
+                   "application/json" if kind != "collection" else "application/geo+json",
+                   f"{base}/collections/{collection}" + ("/items" if kind == "collection" else "")),
+                  (QUERYABLES_REL, "application/schema+json", f"{base}/collections/{collection}/queryables")]
+    return ", ".join(f'<{href.replace(",", "%2C")}>; rel="{rel}"; type="{mime}"' for rel, mime, href in links)
 
 
 def _replace_paging_links(response: Response, links: list[dict]) -> None:

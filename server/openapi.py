@@ -171,7 +171,9 @@ def _canopy_paths() -> dict:
             "operationId": "jobEvents",
             "parameters": [{"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": {"description": "events named after the job's status, data as statusInfo",
-                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                                  "content": {"text/event-stream": {"schema": {
+                                      "type": "object", "description": "each event's data: statusInfo JSON "
+                                      "(or a problem on `event: error`)"}}}},
                           "404": {"$ref": "#/components/responses/NotFound"}}}},
         "/readyz": {"get": {"summary": "Readiness: database, Redis and storage are reachable",
                             "tags": ["operations"], "operationId": "readyz",
@@ -212,6 +214,9 @@ def build_openapi(config: dict, settings: Settings) -> dict:
                 patch["requestBody"]["content"] = {"application/merge-patch+json": {
                     "schema": {"$ref": "#/components/schemas/featureGeoJSON"}}}
                 item["patch"] = patch
+    dismiss = doc["paths"].get("/jobs/{jobId}", {}).get("delete")
+    if dismiss:                    # the dismissed job's statusInfo (OGC API - Processes /req/dismiss)
+        dismiss["responses"]["200"] = _json("The job, dismissed", {"$ref": "#/components/schemas/statusInfo"})
     doc["paths"].update(_canopy_paths())
     doc["paths"].update(AUTH_PATHS)
     doc["paths"].update(EXPORT_PATHS)
@@ -222,7 +227,74 @@ def build_openapi(config: dict, settings: Settings) -> dict:
     tags.append({"name": "runs", "description": "Each scan's runs: the products of every job, kept"})
     tags.append({"name": "area-models", "description": "Area-based models of plot attributes (fit-area-model)"})
     _declare_security(doc)
+    _declare_media_types(doc, config)
     return doc
+
+
+_FORMAT_MEDIA = {"html": "text/html", "jsonld": "application/ld+json"}
+_FORMAT_SCHEMA = {"html": {"type": "string"}, "jsonld": {"type": "object"}}
+# what /collections/{id}/queryables and /schema answer: a JSON Schema (pygeoapi's component
+# describes a `queryables` array it does not send)
+_JSON_SCHEMA_DOCUMENT = {"type": "object", "required": ["type", "properties"], "properties": {
+    "$schema": {"type": "string"}, "$id": {"type": "string"}, "type": {"type": "string", "enum": ["object"]},
+    "title": {"type": "string"}, "properties": {"type": "object"}}}
+_JSON_ONLY = ("/conformance", "/jobs/{jobId}/results")    # Canopy's own routes (server/inputs.py `_formats`)
+
+
+def _add_formats(content: dict, formats) -> None:
+    for fmt in set(formats) & set(_FORMAT_MEDIA):
+        content[_FORMAT_MEDIA[fmt]] = {"schema": _FORMAT_SCHEMA[fmt]}
+
+
+def _declare_media_types(doc: dict, config: dict) -> None:
+    """What the server really answers with, on every operation (schemathesis compares):
+    errors are problem+json (server/errors.py; pygeoapi's own exception documents are
+    JSON, so both, and HTML or JSON-LD when f asked for those), OPTIONS is a 204 with
+    `Allow`, queryables and schemas are application/schema+json, a GET taking
+    `f=html|jsonld` answers those too; and the values the server checks (crs, datetime,
+    f on JSON-only routes) are declared as it checks them."""
+    responses = doc["components"]["responses"]
+    for name in ("InvalidParameter", "NotFound", "ServerError", "PreconditionFailed", "default"):
+        responses[name]["content"]["application/problem+json"] = {"schema": {"$ref": "#/components/schemas/problem"}}
+        _add_formats(responses[name]["content"], _FORMAT_MEDIA)   # pygeoapi answers f=html|jsonld errors in kind
+    doc["components"]["schemas"]["queryables"] = _JSON_SCHEMA_DOCUMENT
+    params = doc["components"]["parameters"]
+    f_enum = set(params["f"]["schema"]["enum"])
+    params["datetime"]["schema"]["minLength"] = 1
+    served_crs = sorted({crs for resource in config["resources"].values()
+                         for provider in resource.get("providers", []) for crs in provider.get("crs", [])})
+    for name in ("crs", "bbox-crs"):                     # the CRSs the collections' providers list
+        params[name]["schema"] = {"type": "string", "format": "uri", "enum": served_crs}
+    params["f-json"] = {**params["f"], "schema": {"type": "string", "enum": ["json"], "default": "json"},
+                        "description": "The output format: JSON only here."}
+    for name in ("LandingPage", "Collection", "Features", "FeaturesOrExport", "Feature"):
+        content = responses.get(name, {}).get("content", {})
+        content.setdefault("application/json", next(iter(content.values()), {}))   # Accept: application/json
+        _add_formats(content, f_enum)
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            for status, response in op["responses"].items():
+                content = response.get("content", {})
+                if (status[0] in "45" or status == "default") and "application/json" in content:
+                    content.setdefault("application/problem+json", {"schema": {"$ref": "#/components/schemas/problem"}})
+            if path in _JSON_ONLY:
+                op["parameters"] = [{"$ref": "#/components/parameters/f-json"}
+                                    if p == {"$ref": "#/components/parameters/f"} else p for p in op["parameters"]]
+            if method == "options" and "200" in op["responses"]:
+                op["responses"]["204"] = {"description": "What the caller may do here",
+                                          "headers": {"Allow": {"schema": {"type": "string"}}}}
+                del op["responses"]["200"]
+            ok = op["responses"].get("200")
+            if isinstance(ok, dict) and "$ref" in ok:
+                ok = responses.get(ok["$ref"].rsplit("/", 1)[1])
+            if method != "get" or not isinstance(ok, dict) or "content" not in ok:
+                continue
+            if path.endswith(("/queryables", "/schema")):
+                ok["content"].setdefault("application/schema+json", ok["content"].get("application/json", {}))
+            if {"$ref": "#/components/parameters/f"} in op.get("parameters", []):
+                _add_formats(ok["content"], f_enum)
 
 
 def _declare_exports(doc: dict, op: dict) -> None:

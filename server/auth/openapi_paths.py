@@ -28,7 +28,8 @@ def _int_param(name: str) -> dict:
 
 _CREDENTIALS = {"type": "object", "required": ["username", "password"],
                 "properties": {"username": {"type": "string"}, "password": {"type": "string"}}}
-_USER = {"type": "object", "properties": {"username": {"type": "string"}, "password": {"type": "string"},
+NEW_PASSWORD = {"type": "string", "minLength": 8, "description": "at least 8 characters"}   # views._password_ok
+_USER = {"type": "object", "properties": {"username": {"type": "string"}, "password": NEW_PASSWORD,
                                           "role": {"type": "string", "enum": ["admin", "analyst", "viewer"]},
                                           "active": {"type": "boolean"}}}
 _PROJECT = {"type": "object", "properties": {"name": {"type": "string"},
@@ -38,7 +39,7 @@ _MEMBER = {"type": "object", "required": ["role"],
 _PID, _UID = _int_param("projectId"), _int_param("userId")
 _NEW_TOKEN = {"type": "object", "required": ["name"], "properties": {
     "name": {"type": "string", "maxLength": 100, "description": "what the token is for, e.g. 'QGIS laptop'"},
-    "expires_in_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 366, "default": 90},
+    "expires_in_days": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 366, "default": 90},
     "expires_at": {"type": "string", "format": "date-time", "description": "instead of expires_in_days"},
     "project": {"type": "integer", "nullable": True, "description": "the one project it reaches; null: all"},
     "read_only": {"type": "boolean", "default": True}}}
@@ -54,7 +55,7 @@ PATHS = {
     "/auth/password": {"post": _op("Change one's password (revokes every earlier token)", "changePassword",
                                    ok="204", body={"type": "object", "required": ["old_password", "new_password"],
                                                    "properties": {"old_password": {"type": "string"},
-                                                                  "new_password": {"type": "string"}}})},
+                                                                  "new_password": NEW_PASSWORD}})},
     "/auth/tokens": {
         "get": _op("The caller's personal access tokens (never their secrets)", "listTokens", errors=("401", "403")),
         "post": _op("Make a personal access token for a desktop client (QGIS, GDAL: `Authorization: Bearer "

@@ -86,15 +86,14 @@ def _allowed(principal: Principal | None, project_id: int, visibility: str | Non
 
 def require_project(project_id: int, action: str) -> None:
     """Raise unless the caller may `action` the project: 404 when they may not even see
-    it (or it does not exist), 401 for anonymous writes, 403 when they see but may not act."""
-    principal = current()
+    it (or it does not exist), 401 for anonymous writes (before looking: whether a project
+    exists is not told to whom has not signed in), 403 when they see but may not act."""
+    principal = require_user() if action != READ else current()
     exists, visibility, role = project_role(principal, project_id)
     if not exists or not _allowed(principal, project_id, visibility, role, READ):
         raise NotFound(f"no project {project_id}")
-    if action != READ:
-        require_user()
-        if not _allowed(principal, project_id, visibility, role, action):
-            raise Forbidden(f"your role in project {project_id} does not allow {action}")
+    if action != READ and not _allowed(principal, project_id, visibility, role, action):
+        raise Forbidden(f"your role in project {project_id} does not allow {action}")
 
 
 def can_read(principal: Principal | None, project_id: int) -> bool:

@@ -191,18 +191,25 @@ def list_projects():
     return jsonify(projects=[_project_json(r) for r in rows])
 
 
+def _project_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise BadRequest("a project's name is a non-empty string")
+    return name
+
+
 @bp.post("/projects")
 def create_project():
     principal = policy.require_user()
     if principal.role not in ("admin", "analyst"):
         raise Forbidden("only analysts and administrators create projects")
     data = _body("name")
+    _project_name(data["name"])
     visibility = data.get("visibility", "private")
     if visibility not in ("public", "private"):
         raise BadRequest("visibility must be public or private")
     with get_pool().connection() as conn, conn.transaction():
         row = conn.execute(f"INSERT INTO projects (name, visibility, created_by) VALUES (%s, %s, %s) "
-                           f"RETURNING {_PROJECT_COLS}", (str(data["name"]), visibility,
+                           f"RETURNING {_PROJECT_COLS}", (data["name"], visibility,
                                                           principal.user_id)).fetchone()
         conn.execute("INSERT INTO project_members (project_id, user_id, role) VALUES (%s, %s, 'owner')",
                      (row[0], principal.user_id))
@@ -226,6 +233,8 @@ def update_project(project_id: int):
     unknown = set(data) - {"name", "visibility"}
     if unknown:
         raise BadRequest(f"cannot change {', '.join(sorted(unknown))}")
+    if "name" in data:
+        _project_name(data["name"])
     with get_pool().connection() as conn:
         row = conn.execute(f"UPDATE projects SET name = coalesce(%s, name), visibility = coalesce(%s, visibility) "
                            f"WHERE id = %s RETURNING {_PROJECT_COLS}",

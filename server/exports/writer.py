@@ -25,6 +25,7 @@ import pyarrow.csv as pacsv
 import pyogrio
 from psycopg import sql
 
+from providers.db_errors import CLIENT_ERRORS, describe
 from providers.schema import Table
 
 from ..errors import BadRequest
@@ -69,16 +70,6 @@ class _CopyReader(io.RawIOBase):
         return n
 
 
-def _first_chunk(copy) -> bytes:
-    """The COPY's first chunk, read before anything is written, so that a query the
-    database refuses (a bad filter value) is a 400, not a broken file."""
-    try:
-        return bytes(next(iter(copy), b""))
-    except (psycopg.errors.DataError, psycopg.errors.InvalidParameterValue,
-            psycopg.errors.UndefinedFunction, psycopg.errors.InternalError_) as err:
-        raise BadRequest(f"the query cannot be applied: {err.diag.message_primary}")
-
-
 def _batches(reader: pacsv.CSVStreamingReader, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """Arrow batches of the CSV with the geometry's hex WKB decoded to bytes."""
     geometry = schema.get_field_index("geometry")
@@ -105,35 +96,40 @@ def write(conn: psycopg.Connection, table: Table, where: sql.Composable, fmt: Fo
                             limit, offset, source, geometry_as="wkt" if csv else "wkb")
     copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv{})").format(
         query, sql.SQL(", HEADER") if csv else sql.SQL(""))
-    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-        first = _first_chunk(copy)
-        if csv:
-            with open(path, "wb") as fh:
-                fh.write(first)
-                for chunk in copy:
-                    fh.write(chunk)
-            return
-        text_times = fmt.key == "shp"               # dBASE has no time of day: ISO text instead
-        fields = [pa.field(c.name, pa.string() if text_times and pa.types.is_timestamp(c.arrow) else c.arrow)
-                  for c in cols] + [pa.field("geometry", pa.binary())]
-        schema = pa.schema(fields)
-        read_types = {f.name: (pa.string() if f.name == "geometry" else f.type) for f in fields}
-        if first:
-            reader = pacsv.open_csv(
-                io.BufferedReader(_CopyReader(iter(copy), first), 1 << 20),
-                read_options=pacsv.ReadOptions(column_names=[f.name for f in fields], block_size=8 << 20, use_threads=False),
-                convert_options=pacsv.ConvertOptions(column_types=read_types, strings_can_be_null=True,
-                                                     quoted_strings_can_be_null=False, null_values=[""],
-                                                     true_values=["t"], false_values=["f"]))
-            stream = pa.RecordBatchReader.from_batches(schema, _batches(reader, schema))
-        else:
-            stream = pa.Table.from_batches([], schema=schema)
-        target = path.with_suffix(".shp") if fmt.key == "shp" else path
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")        # Shapefile's 10-character field names, laundered by GDAL
-            pyogrio.write_arrow(stream, str(target), layer=layer or table.name, driver=fmt.driver,
-                                geometry_name="geometry", geometry_type=table.geometry_type,
-                                crs=f"EPSG:{srid}", encoding="UTF-8" if fmt.key == "shp" else None)
+    try:
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            first = bytes(next(iter(copy), b""))
+            if csv:
+                with open(path, "wb") as fh:
+                    fh.write(first)
+                    for chunk in copy:
+                        fh.write(chunk)
+                return
+            text_times = fmt.key == "shp"               # dBASE has no time of day: ISO text instead
+            fields = [pa.field(c.name, pa.string() if text_times and pa.types.is_timestamp(c.arrow) else c.arrow)
+                      for c in cols] + [pa.field("geometry", pa.binary())]
+            schema = pa.schema(fields)
+            read_types = {f.name: (pa.string() if f.name == "geometry" else f.type) for f in fields}
+            if first:
+                reader = pacsv.open_csv(
+                    io.BufferedReader(_CopyReader(iter(copy), first), 1 << 20),
+                    read_options=pacsv.ReadOptions(column_names=[f.name for f in fields], block_size=8 << 20, use_threads=False),
+                    convert_options=pacsv.ConvertOptions(column_types=read_types, strings_can_be_null=True,
+                                                         quoted_strings_can_be_null=False, null_values=[""],
+                                                         true_values=["t"], false_values=["f"]))
+                stream = pa.RecordBatchReader.from_batches(schema, _batches(reader, schema))
+            else:
+                stream = pa.Table.from_batches([], schema=schema)
+            target = path.with_suffix(".shp") if fmt.key == "shp" else path
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")        # Shapefile's 10-character field names, laundered by GDAL
+                pyogrio.write_arrow(stream, str(target), layer=layer or table.name, driver=fmt.driver,
+                                    geometry_name="geometry", geometry_type=table.geometry_type,
+                                    crs=f"EPSG:{srid}", encoding="UTF-8" if fmt.key == "shp" else None)
+    except CLIENT_ERRORS as err:
+        # a value the database refuses (a bad filter value): a 400, whether at the COPY's
+        # start or later; nothing was sent, the file is made before it is served
+        raise BadRequest(f"the query cannot be applied: {describe(err)}")
     if fmt.key == "shp":
         _zip_shapefile(target, path)
 

@@ -231,10 +231,9 @@ def get_job(job_id: str):
 
 @bp.delete("/jobs/<job_id>")
 def dismiss_job(job_id: str):
+    policy.require_user()                # 401 before looking, as every write
     job = _job_or_404(job_id)
     if not store.may_dismiss(policy.current(), job):
-        if policy.current() is None:
-            policy.require_user()
         raise Forbidden("only the job's owner, an editor of its project or an administrator may dismiss it")
     previous, changes = store.dismiss(job_id)      # any state: a finished job loses its results
     if previous == "accepted":

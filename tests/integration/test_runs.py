@@ -206,7 +206,7 @@ def test_runs_are_kept(server, workers, db_url, runs_project, editor, admin_head
         files2 += [storage / r[0] for r in conn.execute("SELECT storage_uri FROM scan_files WHERE scan_id = %s",
                                                          (scan_id,))]
     assert len(files2) == 4 and all(f.exists() for f in files2)
-    assert requests.delete(f"{server}/scans/{scan_id}").status_code == 404     # private: unseen
+    assert requests.delete(f"{server}/scans/{scan_id}").status_code == 401     # anonymous write
     assert requests.delete(f"{server}/scans/{scan_id}", headers=editor).status_code == 204
     assert not any(f.exists() for f in files2)
     with psycopg.connect(db_url) as conn:

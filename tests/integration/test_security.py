@@ -118,7 +118,8 @@ def _request(family: str, server: str, db_url: str, objs: dict, headers: dict) -
     raise AssertionError(family)
 
 
-#                 anonymous  outsider   viewer  editor  owner  admin     (public project, private project)
+# (public project, private project); an anonymous write is a 401 before anything is looked up
+#                 anonymous  outsider   viewer  editor  owner  admin
 MATRIX = {
     "list plots":     [("sees", "empty"), ("sees", "empty"), ("sees", "sees"), ("sees", "sees"),
                        ("sees", "sees"), ("sees", "sees")],
@@ -129,10 +130,10 @@ MATRIX = {
     "get scan":       [(200, 404), (200, 404), (200, 200), (200, 200), (200, 200), (200, 200)],
     "get raster":     [(200, 404), (200, 404), (200, 200), (200, 200), (200, 200), (200, 200)],
     "get project":    [(200, 404), (200, 404), (200, 200), (200, 200), (200, 200), (200, 200)],
-    "manage members": [(401, 404), (403, 404), (403, 403), (403, 403), (200, 200), (200, 200)],
+    "manage members": [(401, 401), (403, 404), (403, 403), (403, 403), (200, 200), (200, 200)],
     "admin users":    [(401, 401), (403, 403), (403, 403), (403, 403), (403, 403), (200, 200)],
     "get job":        [(200, 404), (200, 404), (200, 200), (200, 200), (200, 200), (200, 200)],
-    "dismiss job":    [(401, 404), (403, 404), (403, 403), (200, 200), (200, 200), (200, 200)],
+    "dismiss job":    [(401, 401), (403, 404), (403, 403), (200, 200), (200, 200), (200, 200)],
     "upload to project": [(401, 401), (403, 404), (403, 403), (201, 201), (201, 201), (201, 201)],
     "someone's upload": [(401, 401), (404, 404), (404, 404), (404, 404), (200, 200), (200, 200)],
 }

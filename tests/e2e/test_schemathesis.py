@@ -1,0 +1,80 @@
+"""schemathesis (pinned in scripts/bootstrap.sh, in .venv-conformance) fuzzes every
+operation of the live server's own OpenAPI document with an administrator's token, in a
+bounded time, and the checks named in CHECKED must find nothing: no server error, no
+response outside its documented schema or media type.
+
+It fuzzes a server on a PostgreSQL and a Redis of its own: it creates, changes and
+deletes users, projects and plots at random, which no other test may see.
+
+The document is fuzzed as served, minus `subscriber` in execute requests (no callback
+may leave the machine), and without /auth/logout and /auth/password (they would revoke
+the fuzzer's own token half-way)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import PASSWORD, running_server
+
+ROOT = Path(__file__).resolve().parents[2]
+ST = ROOT / ".venv-conformance" / "bin" / "st"
+CHECKED = ["not_a_server_error", "response_schema_conformance", "content_type_conformance"]
+# kinds schemathesis names in its summary, by check
+_KINDS = {"not_a_server_error": "Server error", "response_schema_conformance": "Response violates schema",
+          "content_type_conformance": "Undocumented Content-Type"}
+
+
+@pytest.fixture()
+def private_server(tmp_path):
+    """(base URL, an administrator's access token) of a server on services of its own."""
+    from bench.stack import add_user
+    from db.migrate import migrate
+    from server.devservices import LocalPostgres, LocalRedis
+
+    root = ROOT / ".data" / f"test-fuzz-{os.getpid()}"
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    pg, rd = LocalPostgres(root / "pg"), LocalRedis(root / "redis", persist=False)
+    try:
+        db, redis_url = pg.start(), rd.start()
+        migrate(db)
+        add_user(db, "fuzzer", PASSWORD, "admin")
+        (tmp_path / "run").mkdir()
+        with running_server((db, redis_url), tmp_path / "run") as base:
+            token = requests.post(f"{base}/auth/token", json={"username": "fuzzer", "password": PASSWORD},
+                                  timeout=30).json()["access_token"]
+            yield base, token
+    finally:
+        rd.stop()
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_schemathesis_finds_no_server_error_and_no_undocumented_response(private_server, tmp_path):
+    assert ST.exists(), "the conformance tools are missing: run `make bootstrap-test`"
+    server, token = private_server
+    doc = requests.get(f"{server}/openapi?f=json", timeout=30).json()
+    del doc["components"]["schemas"]["execute"]["properties"]["subscriber"]
+    spec = tmp_path / "openapi.json"
+    spec.write_text(json.dumps(doc))
+    proc = subprocess.run(
+        [str(ST), "run", str(spec), "--url", server, "-H", f"Authorization: Bearer {token}",
+         "--checks", ",".join(CHECKED), "--max-examples", "5", "--workers", "4", "--seed", "1",
+         "--request-timeout", "30", "--max-time", "150", "--no-color", "--phases", "examples,coverage,fuzzing",
+         "--exclude-path", "/auth/logout", "--exclude-path", "/auth/password"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)   # its example database stays there
+    out = proc.stdout + proc.stderr
+    summary = out[out.find("SUMMARY"):]
+    tested = re.search(r"Tested: (\d+)", summary)
+    cases = re.search(r"(\d+) generated", summary)
+    assert tested and int(tested.group(1)) >= 100 and cases and int(cases.group(1)) > 500, summary
+    found = {kind: int(n) for kind, n in re.findall(r"❌ ST\d+ ([A-Za-z -]+?): (\d+)", summary)}
+    assert not any(found.get(_KINDS[c]) for c in CHECKED), out[-8000:]
