@@ -263,7 +263,7 @@ def _link_header(kind: str, collection: str | None, paging: list[dict], served: 
     header on "," and ";"."""
     base = current_app.config["CANOPY_SETTINGS"].public_url
     query = {k: v for k, v in request.args.items() if k != "f"}
-    formats = _FORMATS["collection" if kind == "collection" else kind]
+    formats = _FORMATS[kind]
     here = next((f for f, mime in formats.items() if mime == served), request.args.get("f", "json"))
     links = [("self" if f == here else "alternate", mime,
               f"{base}{request.path}?{urlencode({**query, 'f': f})}") for f, mime in formats.items()]

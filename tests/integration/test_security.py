@@ -405,3 +405,15 @@ def test_secret_file_is_made_once_and_signs_the_tokens(services, tmp_path, make_
         token = r.json()["access_token"]
         assert jwt.decode(token, secret, algorithms=["HS256"], audience="canopy")["sub"] == str(user.id)
         assert requests.get(f"{own}/auth/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_a_project_name_must_be_a_non_empty_string(server, make_user):
+    auth = {"Authorization": f"Bearer {make_user('analyst').token}"}
+    for name in ({}, ["x"], 7, "  "):
+        r = requests.post(f"{server}/projects", json={"name": name}, headers=auth)
+        assert r.status_code == 400 and "non-empty string" in r.json()["detail"], (name, r.text)
+    made = requests.post(f"{server}/projects", json={"name": "stands 2026"}, headers=auth)
+    assert made.status_code == 201 and made.json()["name"] == "stands 2026"
+    r = requests.patch(f"{server}/projects/{made.json()['id']}", json={"name": {}}, headers=auth)
+    assert r.status_code == 400
+    assert requests.get(f"{server}/projects/{made.json()['id']}", headers=auth).json()["name"] == "stands 2026"
