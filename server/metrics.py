@@ -54,9 +54,9 @@ class _FromServices:
         except Exception:
             up.add_metric(["database"], 0)
         try:
-            from .jobs.queue import huey
+            from .jobs.queue import get_huey
             queued = GaugeMetricFamily("canopy_queue_depth", "Tasks waiting in the job queue (Redis)")
-            queued.add_metric([], huey.pending_count())
+            queued.add_metric([], get_huey().pending_count())
             yield queued
             up.add_metric(["redis"], 1)
         except Exception:

@@ -10,16 +10,32 @@ from __future__ import annotations
 import os
 import signal
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 from huey import RedisHuey
 
-# blocking: workers wait on BRPOP, so an idle worker picks a job up at once (no polling delay)
-huey = RedisHuey("canopy", url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0", results=True,
-                 store_none=False, utc=True, blocking=True, read_timeout=1)
+from ..settings import get_settings
 
 
-@huey.task(name="canopy.run_job")
-def run_job_task(job_id: str) -> None:
+@lru_cache(maxsize=1)
+def _queue():
+    """The Huey instance and its one task, built on first use from Settings, so that
+    importing this module reads no environment and the web server, the worker and the
+    tests all queue on the Redis that Settings names."""
+    url = get_settings().redis_url
+    if not url:
+        raise RuntimeError("REDIS_URL is not set: jobs need Redis (`make run` starts one)")
+    # blocking: workers wait on BRPOP, so an idle worker picks a job up at once (no polling delay)
+    huey = RedisHuey("canopy", url=url, results=True, store_none=False, utc=True, blocking=True,
+                     read_timeout=1)
+    return huey, huey.task(name="canopy.run_job")(_run_job)
+
+
+def get_huey() -> RedisHuey:
+    return _queue()[0]
+
+
+def _run_job(job_id: str) -> None:
     from .runner import run_job
     run_job(job_id, on_stuck=_kill_this_worker)
 
@@ -33,14 +49,14 @@ def _kill_this_worker() -> None:
 
 def task_for(job_id: str, delay: float = 0):
     """The Huey task that will run a job (its id can be stored with the job first)."""
-    task = run_job_task.s(job_id)
+    task = _queue()[1].s(job_id)
     if delay:
         task.eta = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(seconds=delay)
     return task
 
 
 def push(task) -> None:
-    huey.enqueue(task)
+    get_huey().enqueue(task)
 
 
 def enqueue(job_id: str, delay: float = 0) -> str:
@@ -54,4 +70,4 @@ def enqueue(job_id: str, delay: float = 0) -> str:
 
 def revoke(task_id: str | None) -> None:
     if task_id:
-        huey.revoke_by_id(task_id)
+        get_huey().revoke_by_id(task_id)

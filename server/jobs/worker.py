@@ -22,7 +22,7 @@ from ..uploads.complete import purge_expired
 from ..workspace import workspace_of
 from . import events, store
 from .follow import follow_up
-from .queue import enqueue, huey
+from .queue import enqueue, get_huey
 from .runner import cleanup_workdirs
 
 log = logging.getLogger("canopy.worker")
@@ -37,6 +37,7 @@ def reap_once() -> None:
         else:
             events.publish(job_id, "failed", progress, "failed: the worker stopped responding on every attempt")
         follow_up(changes, settings)           # a tile failed for good fails its parent
+    huey = get_huey()
     if huey.pending_count() == 0 and huey.scheduled_count() == 0:
         for job_id in store.lost_in_queue(settings.job_stale):
             log.warning("job %s was queued but its task is gone: requeued", job_id)
@@ -74,7 +75,7 @@ class CanopyConsumer(Consumer):
 
 def run(workers: int) -> None:
     grace = get_settings().worker_grace
-    consumer = CanopyConsumer(huey, workers=workers, worker_type="process", periodic=False,
+    consumer = CanopyConsumer(get_huey(), workers=workers, worker_type="process", periodic=False,
                               graceful_signal="TERM", shutdown_timeout=grace, health_check_interval=1,
                               initial_delay=0.01, max_delay=0.1, backoff=1.1)
     consumer.run()
