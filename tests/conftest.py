@@ -67,6 +67,34 @@ def services(tmp_path_factory):
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def private_services(name: str, username: str, role: str = "analyst"):
+    """(LocalPostgres, LocalRedis, database URL, Redis URL, user id) of a migrated PostgreSQL
+    and a Redis of their own, with one user: for tests whose data no other test may see
+    (fuzzing) or that stop the services (outages)."""
+    from bench.stack import add_user
+    from db.migrate import migrate
+    from server.devservices import LocalPostgres, LocalRedis
+
+    root = ROOT / ".data" / f"test-{name}-{os.getpid()}"
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    pg, rd = LocalPostgres(root / "pg"), LocalRedis(root / "redis", persist=False)
+    try:
+        db, redis_url = pg.start(), rd.start()
+        migrate(db)
+        yield pg, rd, db, redis_url, add_user(db, username, PASSWORD, role)
+    finally:
+        rd.stop()
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def token_of(base: str, username: str) -> str:
+    return requests.post(f"{base}/auth/token", json={"username": username, "password": PASSWORD},
+                         timeout=30).json()["access_token"]
+
+
 @pytest.fixture(scope="session")
 def db_url(services):
     return services[0]

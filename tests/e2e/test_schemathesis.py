@@ -13,16 +13,14 @@ the fuzzer's own token half-way)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import PASSWORD, running_server
+from tests.conftest import private_services, running_server, token_of
 
 ROOT = Path(__file__).resolve().parents[2]
 ST = ROOT / ".venv-conformance" / "bin" / "st"
@@ -35,27 +33,10 @@ _KINDS = {"not_a_server_error": "Server error", "response_schema_conformance": "
 @pytest.fixture()
 def private_server(tmp_path):
     """(base URL, an administrator's access token) of a server on services of its own."""
-    from bench.stack import add_user
-    from db.migrate import migrate
-    from server.devservices import LocalPostgres, LocalRedis
-
-    root = ROOT / ".data" / f"test-fuzz-{os.getpid()}"
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o755)
-    pg, rd = LocalPostgres(root / "pg"), LocalRedis(root / "redis", persist=False)
-    try:
-        db, redis_url = pg.start(), rd.start()
-        migrate(db)
-        add_user(db, "fuzzer", PASSWORD, "admin")
+    with private_services("fuzz", "fuzzer", "admin") as (_, _, db, redis_url, _):
         (tmp_path / "run").mkdir()
         with running_server((db, redis_url), tmp_path / "run") as base:
-            token = requests.post(f"{base}/auth/token", json={"username": "fuzzer", "password": PASSWORD},
-                                  timeout=30).json()["access_token"]
-            yield base, token
-    finally:
-        rd.stop()
-        pg.stop()
-        shutil.rmtree(root, ignore_errors=True)
+            yield base, token_of(base, "fuzzer")
 
 
 def test_schemathesis_finds_no_server_error_and_no_undocumented_response(private_server, tmp_path):

@@ -286,6 +286,18 @@ def test_owslib_processes_client(server, workers, runner):
     assert api.process("echo")["id"] == "echo"
     result = api.execute("echo", {"message": "owslib"})
     assert result == {"echo": "owslib"}
+    # asynchronous, then dismissed once finished: OWSLib 0.35 has no dismiss method, its
+    # generic request helper sends the DELETE as any OGC API client would
+    api.execute("echo", {"message": "to dismiss"}, async_=True)
+    job_id = api.response_headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+    deadline = time.monotonic() + 30
+    while api._request(path=f"jobs/{job_id}")["status"] != "successful" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert api._request(path=f"jobs/{job_id}/results") == {"echo": "to dismiss"}
+    assert api._request(method="DELETE", path=f"jobs/{job_id}")["status"] == "dismissed"
+    assert api._request(path=f"jobs/{job_id}")["status"] == "dismissed"
+    with pytest.raises(RuntimeError, match="dismissed"):
+        api._request(path=f"jobs/{job_id}/results")
 
 
 def test_a_job_whose_queued_task_was_lost_still_runs(server, workers, runner, db_url):

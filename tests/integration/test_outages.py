@@ -3,44 +3,24 @@ its own, each stopped for real under it and started again."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import PASSWORD, running_server
+from tests.conftest import PASSWORD, private_services, running_server, token_of
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def private(tmp_path_factory):
     """(LocalPostgres, LocalRedis, base URL, token, job id) of a server of their own."""
     from bench.sse import add_jobs
-    from bench.stack import add_user
-    from db.migrate import migrate
-    from server.devservices import LocalPostgres, LocalRedis
 
-    root = ROOT / ".data" / f"test-outages-{os.getpid()}"
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o755)
-    pg, rd = LocalPostgres(root / "pg"), LocalRedis(root / "redis", persist=False)
-    try:
-        db, redis_url = pg.start(), rd.start()
-        migrate(db)
-        uid = add_user(db, "outage", PASSWORD)
+    with private_services("outages", "outage") as (pg, rd, db, redis_url, uid):
         with running_server((db, redis_url), tmp_path_factory.mktemp("outages")) as base:
-            token = requests.post(f"{base}/auth/token", json={"username": "outage", "password": PASSWORD},
-                                  timeout=30).json()["access_token"]
-            yield pg, rd, base, token, add_jobs(db, uid, 1)[0]
-    finally:
-        rd.stop()
-        pg.stop()
-        shutil.rmtree(root, ignore_errors=True)
+            yield pg, rd, base, token_of(base, "outage"), add_jobs(db, uid, 1)[0]
 
 
 def _ask(base: str, method: str, path: str, token: str | None = None, **kw) -> tuple[int, dict, float]:
