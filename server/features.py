@@ -34,6 +34,14 @@ from providers.schema import TABLES
 from .auth.policy import require_user
 from .errors import BadRequest, MethodNotAllowed, NotFound, PreconditionRequired
 
+GEOJSON_TYPES = ("application/geo+json", "application/json")   # bodies with links (JSON-LD has none)
+
+
+def media_type(response: Response) -> str:
+    """The media type a response is sent as, from its header: `response.mimetype` is None
+    on the responses pygeoapi builds (it sets the header, not the mimetype)."""
+    return (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
 bp = Blueprint("features", __name__)
 
 _ITEMS = re.compile(r"^/collections/(?P<c>[^/]+)/items(?:/(?P<id>[^/]+))?/?$")
@@ -241,15 +249,15 @@ def _features_headers(response: Response) -> Response:
     if not match:
         collection = _COLLECTION.match(request.path)
         if collection and response.status_code == 200 and request.method in ("GET", "HEAD"):
-            response.headers["Link"] = _link_header("collection", collection.group("c"), [], response.mimetype)
+            response.headers["Link"] = _link_header("collection", collection.group("c"), [], media_type(response))
         return response
     ctx = context.get()
     if response.status_code == 200 and request.method in ("GET", "HEAD"):
         kind = "item" if match.group("id") else "items"
         response.headers["Link"] = _link_header(kind, match.group("c"), ctx.page_links or [],
-                                                   response.mimetype)
+                                                   media_type(response))
     if ctx.page_links is not None and not any(l["rel"] == "next" for l in ctx.page_links) \
-            and response.status_code == 200 and "json" in (response.headers.get("Content-Type") or ""):
+            and response.status_code == 200 and media_type(response) in GEOJSON_TYPES:
         _replace_paging_links(response, ctx.page_links)
     if ctx.version is not None and response.status_code < 300:
         response.headers["ETag"] = f'"{ctx.version}"'

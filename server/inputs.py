@@ -9,7 +9,7 @@
 - Row ids in Canopy's URLs are ASCII integers: the `<id:…>` converter (werkzeug's `int`
   matches any Unicode digit, e.g. "١"); pygeoapi's item routes go through the
   provider's `parse_id`, the same rule.
-- `f`, `lang` and `ui` take only the values the route serves; an unknown or empty one
+- `f`, `lang`, `ui` and the queryables' `profile` take only the values the route serves; an unknown or empty one
   is a 400 like any other unknown value.
 - A request body is at most CANOPY_MAX_BODY_BYTES (16 MiB: a plot, a filter, an execute
   request; 413 beyond), except tus uploads, bounded by CANOPY_UPLOAD_MAX_BYTES and the
@@ -24,18 +24,23 @@ import re
 from typing import Any
 
 from flask import Flask, current_app, request
-from werkzeug.routing import BaseConverter, ValidationError
+from werkzeug import exceptions as werkzeug_exceptions
+from werkzeug.routing import BaseConverter
 
 from providers.schema import ID_PATTERN, parse_id
 
 from .errors import BadRequest, NotFound
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# the same rule as JSON Schema patterns (OpenAPI): any text, and text that is not blank (names)
+TEXT_PATTERN = f"^[^{_CONTROL.pattern[1:-1]}]*$"
+NAME_PATTERN = f"^[^{_CONTROL.pattern[1:-1]}]*[^{_CONTROL.pattern[1:-1]}\\s][^{_CONTROL.pattern[1:-1]}]*$"
 _JSON_TYPES = ("application/json", "application/geo+json", "application/query-cql-json",
                "application/merge-patch+json")
 _PYGEOAPI_FORMATS = {"json", "html", "jsonld"}   # what pygeoapi renders on all its routes
 _EXPORT_FORMATS = {"csv", "gpkg", "shp", "fgb"}   # server/exports, on items only
 _UIS = {"swagger", "redoc"}                      # pygeoapi's OpenAPI pages
+_QUERYABLES_PROFILES = {"actual-domain", "valid-domain"}   # pygeoapi's queryables (its OpenAPI enum)
 
 
 def control_character(text: str) -> str | None:
@@ -76,7 +81,9 @@ class IdConverter(BaseConverter):
         try:
             return parse_id(value)
         except ValueError:
-            raise ValidationError() from None
+            # digits that are no row id (0, beyond a bigint) name nothing: a 404, where a
+            # ValidationError would let werkzeug try the other routes and answer 405
+            raise werkzeug_exceptions.NotFound(f"{value} is not a row id") from None
 
     def to_url(self, value: Any) -> str:
         return str(int(value))
@@ -116,6 +123,8 @@ def _check_enumerations() -> None:
     _one_of("lang", set(current_app.config["PYGEOAPI_CONFIG"]["server"].get("languages", [])))
     if request.endpoint == "pygeoapi.openapi":
         _one_of("ui", _UIS)
+    if request.endpoint == "pygeoapi.collection_queryables":
+        _one_of("profile", _QUERYABLES_PROFILES)
 
 
 MAX_JSON_DEPTH = 64

@@ -16,6 +16,7 @@ from pygeoapi.openapi import get_oas
 
 from .auth.openapi_paths import PATHS as AUTH_PATHS
 from .exports import PATHS as EXPORT_PATHS
+from .inputs import TEXT_PATTERN
 from .runs.openapi_paths import PATHS as RUN_PATHS, RUN_PARAMETER
 from .area_models.openapi_paths import PATHS as AREA_MODEL_PATHS
 from .tiles.openapi_paths import PATHS as TILE_PATHS
@@ -77,6 +78,10 @@ def _problem(description: str) -> dict:
     return _json(description, {"$ref": "#/components/schemas/problem"}, "application/problem+json")
 
 
+_INSTANT = (r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+            r"([T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?")
+# what server/features.py `_check_datetime` takes: an instant, or an interval with open (`..` or empty) ends
+DATETIME_PATTERN = rf"^({_INSTANT}|({_INSTANT}|\.\.)?/({_INSTANT}|\.\.)?)$"
 _EXCEPTION_RESPONSE = {"$ref": "#/components/schemas/exception"}
 COMPONENTS: dict[str, dict[str, Any]] = {
     "schemas": {"link": _LINK, "exception": _EXCEPTION, "problem": _PROBLEM,
@@ -84,7 +89,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                 "GeoJSONGeometry": _GEOMETRY, "statusInfo": _STATUS_INFO, "execute": _EXECUTE},
     "parameters": {
         "datetime": {"name": "datetime", "in": "query", "required": False, "style": "form",
-                     "explode": False, "schema": {"type": "string"},
+                     "explode": False, "schema": {"type": "string", "pattern": DATETIME_PATTERN},
                      "description": "An instant or a closed or open interval (RFC 3339, `..` for open ends)."},
         "featureId": {"name": "featureId", "in": "path", "required": True,
                       "schema": {"type": "string"}, "description": "local identifier of a feature"},
@@ -103,7 +108,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                    "description": "Opaque page position; follow the `next`/`prev` links rather than "
                                   "building it."},
         "If-Match": {"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
-                     "description": "The ETag of the item as last read; 412 when it has changed."},
+                     "description": "The ETag of the item as last read, or `*`: required, 428 without it "
+                                    "(RFC 6585), 412 when the item has changed since."},
     },
     "responses": {
         "LandingPage": _json("The landing page", _JSON_OBJECT),
@@ -227,7 +233,10 @@ def build_openapi(config: dict, settings: Settings) -> dict:
     tags.append({"name": "runs", "description": "Each scan's runs: the products of every job, kept"})
     tags.append({"name": "area-models", "description": "Area-based models of plot attributes (fit-area-model)"})
     _declare_security(doc)
+    _declare_executions(doc, config)
     _declare_media_types(doc, config)
+    _declare_statuses(doc)
+    _declare_text_rule(doc)
     return doc
 
 
@@ -238,7 +247,7 @@ _FORMAT_SCHEMA = {"html": {"type": "string"}, "jsonld": {"type": "object"}}
 _JSON_SCHEMA_DOCUMENT = {"type": "object", "required": ["type", "properties"], "properties": {
     "$schema": {"type": "string"}, "$id": {"type": "string"}, "type": {"type": "string", "enum": ["object"]},
     "title": {"type": "string"}, "properties": {"type": "object"}}}
-_JSON_ONLY = ("/conformance", "/jobs/{jobId}/results")    # Canopy's own routes (server/inputs.py `_formats`)
+_JSON_ONLY = ("/conformance", "/jobs/{jobId}", "/jobs/{jobId}/results")    # Canopy's own routes (server/inputs.py `_formats`)
 
 
 def _add_formats(content: dict, formats) -> None:
@@ -260,7 +269,6 @@ def _declare_media_types(doc: dict, config: dict) -> None:
     doc["components"]["schemas"]["queryables"] = _JSON_SCHEMA_DOCUMENT
     params = doc["components"]["parameters"]
     f_enum = set(params["f"]["schema"]["enum"])
-    params["datetime"]["schema"]["minLength"] = 1
     served_crs = sorted({crs for resource in config["resources"].values()
                          for provider in resource.get("providers", []) for crs in provider.get("crs", [])})
     for name in ("crs", "bbox-crs"):                     # the CRSs the collections' providers list
@@ -295,6 +303,82 @@ def _declare_media_types(doc: dict, config: dict) -> None:
                 ok["content"].setdefault("application/schema+json", ok["content"].get("application/json", {}))
             if {"$ref": "#/components/parameters/f"} in op.get("parameters", []):
                 _add_formats(ok["content"], f_enum)
+
+
+def execute_schema(metadata: dict) -> dict:
+    """The execute request of one process, from its description: each input's schema,
+    the required ones (minOccurs 1) and no others, as server/jobs/views.py checks them."""
+    described = metadata.get("inputs", {})
+    required = [name for name, spec in described.items() if spec.get("minOccurs", 1) >= 1]
+    inputs = {"type": "object", "additionalProperties": False,
+              "properties": {name: copy.deepcopy(spec.get("schema", {})) for name, spec in described.items()}}
+    body = copy.deepcopy(_EXECUTE)
+    body["properties"]["inputs"] = inputs
+    if required:
+        inputs["required"] = required
+        body["required"] = ["inputs"]
+    return body
+
+
+def _declare_executions(doc: dict, config: dict) -> None:
+    """Each process's execution takes its own inputs (components/schemas/execute-{id}),
+    not pygeoapi's one free-form execute body."""
+    from pygeoapi.plugin import load_plugin
+
+    for process_id, resource in config["resources"].items():
+        op = doc["paths"].get(f"/processes/{process_id}/execution", {}).get("post")
+        if resource.get("type") != "process" or op is None:
+            continue
+        name = f"execute-{process_id}"
+        doc["components"]["schemas"][name] = execute_schema(load_plugin("process", resource["processor"]).metadata)
+        for content in op["requestBody"]["content"].values():
+            content["schema"] = {"$ref": f"#/components/schemas/{name}"}
+
+
+def _declare_statuses(doc: dict) -> None:
+    """Statuses pygeoapi's operations answer that its document leaves out: 404 wherever
+    the path names something (an id that is not there, or not visible to the caller),
+    415 for a POST to items whose body is neither a Feature nor a CQL2 JSON query
+    (server/features.py `_check_write`)."""
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            if "{" in path:
+                op["responses"].setdefault("404", {"$ref": "#/components/responses/NotFound"})
+            if method == "post" and path.startswith("/collections/") and path.endswith("/items"):
+                op["responses"].setdefault("415", {"$ref": "#/components/responses/Problem"})
+
+
+def _declare_text_rule(doc: dict) -> None:
+    """Every free string a client sends (parameters and request bodies, and the schemas
+    they refer to) carries the one text rule of server/inputs.py as a `pattern`, so the
+    400 for a control character is documented, not a surprise."""
+    schemas, seen = doc["components"]["schemas"], set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for member in node:
+                walk(member)
+        if not isinstance(node, dict):
+            return
+        ref = node.get("$ref", "")
+        if ref.startswith("#/components/schemas/") and ref not in seen:
+            seen.add(ref)
+            walk(schemas.get(ref.rsplit("/", 1)[1]))
+        if node.get("type") == "string" and not {"enum", "format", "pattern", "const"} & node.keys():
+            node["pattern"] = TEXT_PATTERN
+        for key, member in node.items():
+            if key not in ("responses", "examples", "example", "default"):
+                walk(member)
+
+    walk(doc["components"].get("parameters", {}))
+    for item in doc["paths"].values():
+        walk(item.get("parameters", []))                   # the path's own
+        for op in item.values():
+            if isinstance(op, dict):
+                walk(op.get("parameters", []))
+                walk(op.get("requestBody", {}))
 
 
 def _declare_exports(doc: dict, op: dict) -> None:
@@ -339,8 +423,6 @@ def _declare_security(doc: dict) -> None:
                 continue
             if "security" in op or path in ("/healthz", "/readyz"):
                 continue
-            if method in _WRITES:
-                op["security"] = [{"bearerAuth": []}]
-                op.setdefault("responses", {}).setdefault("401", {"$ref": "#/components/responses/Problem"})
-            else:
-                op["security"] = [{}, {"bearerAuth": []}]
+            op["security"] = [{"bearerAuth": []}] if method in _WRITES else [{}, {"bearerAuth": []}]
+            # a write needs a token; any request with a token that is no longer valid is a 401
+            op.setdefault("responses", {}).setdefault("401", {"$ref": "#/components/responses/Problem"})

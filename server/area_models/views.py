@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, current_app, jsonify, request
 
 from db.pool import get_pool
+from providers.schema import parse_id
 
 from ..auth import policy
 from ..errors import BadRequest, NotFound
@@ -58,9 +59,10 @@ def _int_arg(name: str) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return None
-    if not (raw.isascii() and raw.isdigit()):
-        raise BadRequest(f"{name} must be a positive integer")
-    return int(raw)
+    try:
+        return parse_id(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a row id (a positive integer)") from None
 
 
 @bp.get("/area-models")

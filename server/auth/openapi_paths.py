@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..inputs import NAME_PATTERN
+
 _OBJ = {"type": "object", "additionalProperties": True}
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _BEARER = [{"bearerAuth": []}]
@@ -23,22 +25,24 @@ def _op(summary: str, op_id: str, ok: str = "200", body: dict | None = None, par
 
 
 def _int_param(name: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 
 
 _CREDENTIALS = {"type": "object", "required": ["username", "password"],
                 "properties": {"username": {"type": "string"}, "password": {"type": "string"}}}
 NEW_PASSWORD = {"type": "string", "minLength": 8, "description": "at least 8 characters"}   # views._password_ok
-_USER = {"type": "object", "properties": {"username": {"type": "string"}, "password": NEW_PASSWORD,
+_NAME = {"type": "string", "maxLength": 100, "pattern": NAME_PATTERN}     # not blank: views.py, pat.py
+_USER = {"type": "object", "properties": {"username": _NAME,
+                                          "password": NEW_PASSWORD,
                                           "role": {"type": "string", "enum": ["admin", "analyst", "viewer"]},
                                           "active": {"type": "boolean"}}}
-_PROJECT = {"type": "object", "properties": {"name": {"type": "string"},
+_PROJECT = {"type": "object", "properties": {"name": {"type": "string", "pattern": NAME_PATTERN},
                                              "visibility": {"type": "string", "enum": ["public", "private"]}}}
 _MEMBER = {"type": "object", "required": ["role"],
            "properties": {"role": {"type": "string", "enum": ["owner", "editor", "viewer"]}}}
 _PID, _UID = _int_param("projectId"), _int_param("userId")
 _NEW_TOKEN = {"type": "object", "required": ["name"], "properties": {
-    "name": {"type": "string", "maxLength": 100, "description": "what the token is for, e.g. 'QGIS laptop'"},
+    "name": {**_NAME, "description": "what the token is for, e.g. 'QGIS laptop'"},
     "expires_in_days": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 366, "default": 90},
     "expires_at": {"type": "string", "format": "date-time", "description": "instead of expires_in_days"},
     "project": {"type": "integer", "nullable": True, "description": "the one project it reaches; null: all"},
@@ -71,7 +75,7 @@ PATHS = {
     "/projects": {"get": {**_op("Projects the caller may see", "listProjects", errors=("401",)),
                           "security": [{}, {"bearerAuth": []}]},
                   "post": _op("Create a project (analysts, administrators); the creator owns it",
-                              "createProject", ok="201", body=_PROJECT)},
+                              "createProject", ok="201", body={**_PROJECT, "required": ["name"]})},
     "/projects/{projectId}": {
         "get": {**_op("A project", "getProject", params=[_PID]), "security": [{}, {"bearerAuth": []}]},
         "patch": _op("Rename a project or change its visibility (owners)", "updateProject", body=_PROJECT,

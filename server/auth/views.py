@@ -132,13 +132,16 @@ def create_user():
     role = data.get("role", "viewer")
     if role not in _ROLES:
         raise BadRequest(f"role must be one of {', '.join(_ROLES)}")
-    username = str(data["username"]).strip()
+    username = data["username"].strip() if isinstance(data["username"], str) else ""
     if not username or len(username) > 100:
-        raise BadRequest("username must be 1 to 100 characters")
+        raise BadRequest("username must be a string of 1 to 100 characters")
+    active = data.get("active", True)
+    if not isinstance(active, bool):
+        raise BadRequest("active must be true or false")
     with get_pool().connection() as conn:
-        row = conn.execute(f"INSERT INTO users (username, password_hash, role) VALUES (%s, %s, %s) "
+        row = conn.execute(f"INSERT INTO users (username, password_hash, role, active) VALUES (%s, %s, %s, %s) "
                            f"ON CONFLICT (username) DO NOTHING RETURNING {_USER_COLS}",
-                           (username, _hasher.hash(_password_ok(data["password"])), role)).fetchone()
+                           (username, _hasher.hash(_password_ok(data["password"])), role, active)).fetchone()
     if row is None:
         raise Conflict(f"user {username!r} exists")
     return jsonify(_user_json(row)), 201

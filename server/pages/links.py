@@ -9,6 +9,8 @@ import re
 
 from flask import Flask, Response, current_app, request
 
+from ..features import GEOJSON_TYPES, media_type
+
 _SCANS = re.compile(r"^/collections/scans/items(?:/(\d+))?/?$")
 
 
@@ -21,7 +23,7 @@ def register(app: Flask) -> None:
     @app.after_request
     def _scan_report_links(response: Response) -> Response:
         if request.method != "GET" or response.status_code != 200 or not _SCANS.match(request.path) \
-                or "json" not in (response.headers.get("Content-Type") or "") or response.is_streamed:
+                or media_type(response) not in GEOJSON_TYPES or response.is_streamed:
             return response
         base = current_app.config["CANOPY_SETTINGS"].public_url
         body = json.loads(response.get_data())

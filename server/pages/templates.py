@@ -5,7 +5,8 @@ from CDNs, which a machine without internet (or a careful network) cannot reach.
 At every start `write_templates` copies each template that names a CDN into the run
 directory with those addresses replaced by the copies the server serves itself at
 `/static/vendor/` (bundled from npm by web/pygeoapi-assets.mjs), and adds Canopy's
-own templates (the web app's link on the landing page). pygeoapi is pointed at that
+own templates (the web app's link on the landing page, an items JSON-LD template
+that is JSON when the page is empty). pygeoapi is pointed at that
 directory with `server.templates.path`; a template it does not find there it takes
 from its own package, so only what had to change is copied.
 """
@@ -76,6 +77,6 @@ def write_templates(run_dir: Path) -> Path:
             new = new.replace(anchor, anchor + added, 1)
         if new != text:
             _write(out / name, new)
-    for source in OWN_TEMPLATES.rglob("*.html"):
+    for source in (*OWN_TEMPLATES.rglob("*.html"), *OWN_TEMPLATES.rglob("*.jsonld")):
         _write(out / source.relative_to(OWN_TEMPLATES), source.read_text())
     return out

@@ -341,7 +341,8 @@ def test_bad_input_is_a_clear_4xx(server, admin_headers, method, path, body, sta
 
 # f, lang and ui take the values the route serves; anything else is a 400 problem
 UNKNOWN_VALUES = ["/?lang=AAA", "/openapi?ui=AAA", "/?f=", "/?f=xyz", "/collections?lang=", "/collections/plots/items?f=",
-                  "/collections/plots/items?lang=fr", "/conformance?f=xml", "/jobs?f=xml", "/projects?f="]
+                  "/collections/plots/items?lang=fr", "/conformance?f=xml", "/jobs?f=xml", "/projects?f=",
+                  "/collections/plots/queryables?profile=AAA", "/jobs/abc?f=jsonld"]
 SERVED_VALUES = ["/?lang=en-US", "/?f=json", "/?f=html", "/jobs?f=html", "/openapi?f=html&ui=redoc", "/collections/plots/items?f=csv",
                  "/conformance?f=json"]
 
@@ -479,6 +480,9 @@ def test_link_headers_name_self_alternates_paging_and_queryables(server, grid, p
     ("GET", "/collections/plots", "/collections/plots", {"f": "jsonld"}),
     ("GET", "/collections/plots/queryables", "/collections/plots/queryables", {}),
     ("OPTIONS", "/collections/plots/items", "/collections/plots/items", {}),
+    ("OPTIONS", "/collections/plots/items/99999999", "/collections/plots/items/{featureId}", {}),
+    ("DELETE", "/projects/0", "/projects/{projectId}", {}),
+    ("POST", "/collections/plots/items", "/collections/plots/items", {}),
 ])
 def test_the_openapi_document_names_the_status_and_media_type_served(server, method, path, template, params):
     doc = requests.get(f"{server}/openapi?f=json").json()
@@ -490,3 +494,45 @@ def test_the_openapi_document_names_the_status_and_media_type_served(server, met
         response = doc["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
     served = r.headers.get("Content-Type", "").split(";")[0]
     assert r.status_code == 204 or served in response["content"], (served, list(response.get("content", {})))
+
+
+@pytest.mark.parametrize("collection", ["plots", "scans"])
+def test_an_empty_jsonld_page_is_json(server, collection):
+    """pygeoapi 0.21's items JSON-LD template left a trailing comma on an empty page."""
+    r = requests.get(f"{server}/collections/{collection}/items", params={"f": "jsonld", "bbox": "0,0,0.0001,0.0001"})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/ld+json")
+    assert r.json()["type"] == "FeatureCollection" and "features" not in r.json()
+
+
+def test_each_process_execution_declares_its_own_inputs(server):
+    doc = requests.get(f"{server}/openapi?f=json").json()
+    for process_id in ("detect-trees", "compare", "echo"):
+        described = requests.get(f"{server}/processes/{process_id}").json()["inputs"]
+        ref = doc["paths"][f"/processes/{process_id}/execution"]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]["$ref"]
+        inputs = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]["inputs"]
+        assert set(inputs["properties"]) == set(described) and inputs["additionalProperties"] is False
+        assert set(inputs["required"]) == {k for k, v in described.items() if v.get("minOccurs", 1) >= 1}
+
+
+@pytest.mark.parametrize("value,served", [("2024-06-01T00:00:00Z/..", True), ("2024-06-01", True),
+                                          ("../2024-06-01T10:00:00+02:00", True), ("/2024-06-01", True),
+                                          ("0", False), ("..", False), ("0000-01-01", False), ("2024-13-01", False)])
+def test_the_datetime_pattern_is_what_the_server_takes(server, value, served):
+    import re
+    doc = requests.get(f"{server}/openapi?f=json").json()
+    pattern = doc["components"]["parameters"]["datetime"]["schema"]["pattern"]
+    assert bool(re.match(pattern, value)) is served
+    assert requests.get(f"{server}/collections/plots/items", params={"datetime": value}).status_code == \
+        (200 if served else 400)
+
+
+def test_text_rules_are_in_the_document(server):
+    """A control character is a 400 everywhere (server/inputs.py): free strings say so."""
+    import re
+    doc = requests.get(f"{server}/openapi?f=json").json()
+    pattern = doc["components"]["parameters"]["filter"]["schema"]["pattern"]
+    assert re.match(pattern, "name = 'a'") and not re.match(pattern, "name = '\x00'")
+    assert requests.get(f"{server}/collections/plots/items", params={"filter": "name = '\x01'"}).status_code == 400
+    project = doc["paths"]["/projects"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert project["required"] == ["name"] and not re.match(project["properties"]["name"]["pattern"], "  ")
