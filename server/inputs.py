@@ -32,6 +32,7 @@ from providers.schema import ID_PATTERN, parse_id
 from .errors import BadRequest, NotFound
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+ROW_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}   # providers.schema.parse_id, as a JSON Schema
 # the same rule as JSON Schema patterns (OpenAPI): any text, and text that is not blank (names)
 TEXT_PATTERN = f"^[^{_CONTROL.pattern[1:-1]}]*$"
 NAME_PATTERN = f"^[^{_CONTROL.pattern[1:-1]}]*[^{_CONTROL.pattern[1:-1]}\\s][^{_CONTROL.pattern[1:-1]}]*$"

@@ -97,7 +97,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                    "explode": False, "schema": {"type": "array", "items": {"type": "string",
                                                                            "pattern": "[+|-]?[A-Za-z_].*"}},
                    "description": "Comma-separated properties to sort by, `-` for descending."},
-        "filter": {"name": "filter", "in": "query", "required": False, "schema": {"type": "string"},
+        "filter": {"name": "filter", "in": "query", "required": False, "schema": {"type": "string", "minLength": 1},
                    "description": "A CQL2 text filter over the collection's queryables."},
         "filter-lang": {"name": "filter-lang", "in": "query", "required": False,
                         "schema": {"type": "string", "enum": ["cql2-text", "cql2-json"],

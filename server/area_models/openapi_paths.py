@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..inputs import ROW_ID
+
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _LINKS = {"type": "array", "items": {"$ref": "#/components/schemas/link"}}
 _VALIDATION = {"type": "object", "description": "cross-validation of the fitting procedure", "properties": {
@@ -31,9 +33,9 @@ PATHS: dict[str, dict] = {
         "operationId": "getAreaModels", "tags": ["area-models"],
         "summary": "Area-based models (fit-area-model) the caller may read, newest first",
         "parameters": [_query("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
-                       _query("after", "follow the `next` link", {"type": "integer", "minimum": 1}),
-                       _query("project", "only this project's", {"type": "integer", "minimum": 1}),
-                       _query("scan", "only those fitted on this scan", {"type": "integer", "minimum": 1})],
+                       _query("after", "follow the `next` link", ROW_ID),
+                       _query("project", "only this project's", ROW_ID),
+                       _query("scan", "only those fitted on this scan", ROW_ID)],
         "responses": {"200": {"description": "the models", "content": {"application/json": {"schema": {
             "type": "object", "properties": {"models": {"type": "array", "items": _MODEL}, "links": _LINKS,
                                              "numberReturned": {"type": "integer"}}}}}},
@@ -41,7 +43,7 @@ PATHS: dict[str, dict] = {
     "/area-models/{modelId}": {"get": {
         "operationId": "getAreaModel", "tags": ["area-models"],
         "summary": "One area-based model: metrics, coefficients, validation with observed vs predicted",
-        "parameters": [{"name": "modelId", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}],
+        "parameters": [{"name": "modelId", "in": "path", "required": True, "schema": ROW_ID}],
         "responses": {"200": {"description": "the model", "content": {"application/json": {"schema": _MODEL}}},
                       "404": _PROBLEM}}},
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..inputs import NAME_PATTERN
+from ..inputs import NAME_PATTERN, ROW_ID
 
 _OBJ = {"type": "object", "additionalProperties": True}
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -25,7 +25,7 @@ def _op(summary: str, op_id: str, ok: str = "200", body: dict | None = None, par
 
 
 def _int_param(name: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    return {"name": name, "in": "path", "required": True, "schema": ROW_ID}
 
 
 _CREDENTIALS = {"type": "object", "required": ["username", "password"],
@@ -68,7 +68,8 @@ PATHS = {
     "/auth/tokens/{tokenId}": {"delete": _op("Revoke a personal access token", "revokeToken", ok="204",
                                              params=[_int_param("tokenId")], errors=("401", "403", "404"))},
     "/admin/users": {"get": _op("List users (administrators)", "listUsers"),
-                     "post": _op("Create a user (administrators)", "createUser", ok="201", body=_USER,
+                     "post": _op("Create a user (administrators)", "createUser", ok="201",
+                                 body={**_USER, "required": ["username", "password"]},
                                  errors=("400", "401", "403", "409"))},
     "/admin/users/{userId}": {"patch": _op("Change a user's role, active flag or password (administrators)",
                                            "updateUser", body=_USER, params=[_UID])},

@@ -4,9 +4,11 @@ crowns and rasters."""
 
 from __future__ import annotations
 
+from ..inputs import ROW_ID
+
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _SCAN = {"name": "scanId", "in": "path", "required": True, "description": "identifier of a scan",
-         "schema": {"type": "integer", "minimum": 1}}
+         "schema": ROW_ID}
 _RUN = {"type": "object", "properties": {
     "id": {"type": "string", "description": "the run's id: its (top-level) job's id"},
     "scan_id": {"type": "integer"}, "process": {"type": "string"},
