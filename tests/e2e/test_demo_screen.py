@@ -1,0 +1,88 @@
+"""The first screen of `make run`, on a fresh stack: the demo forest is simulated, ingested
+and inventoried through the real job system (`python -m server demo --wait`, as `make run`
+does in the background, with a real Huey worker), and a visitor who has not signed in
+sees it processed at once: CHM pixels and tree symbols on the map, the demo's successful
+`forest-inventory` in the jobs list, and the scan's report page. Screenshots go to
+/tmp/webapp-shots/ beside the journey's (tests/e2e/test_webapp.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psycopg
+import pytest
+import requests
+
+from server import demo
+from tests.conftest import ROOT, Workers, _service_env, private_services, running_server
+from tests.e2e.browser import Browser
+from tests.e2e.test_viewer import _ensure_viewer_built
+from tests.e2e.test_webapp import HEIGHT, SHOTS, WIDTH, _pixels, _viridis_mask
+
+
+@pytest.fixture(scope="module")
+def demo_stack(tmp_path_factory):
+    """(base URL, database URL, seconds the demo took, its log) of a fresh stack of its own
+    whose demo has been completed through the job system."""
+    run_dir = tmp_path_factory.mktemp("demo-stack")
+    with private_services("demo", "admin", "admin") as (_, _, db, redis_url, _):
+        services = (db, redis_url)
+        with running_server(services, run_dir) as base:
+            workers = Workers(services, run_dir)
+            workers.start(1)
+            try:
+                started = time.monotonic()
+                proc = subprocess.run([sys.executable, "-m", "server", "demo", "--wait"], cwd=ROOT,
+                                      env=_service_env(services, run_dir), capture_output=True, text=True,
+                                      timeout=900)
+                assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+                yield base, db, time.monotonic() - started, proc.stdout
+            finally:
+                workers.stop_all()
+
+
+def test_the_first_screen_shows_the_processed_demo_before_sign_in(demo_stack, tmp_path):
+    _ensure_viewer_built()
+    base, db, seconds, log = demo_stack
+    assert "demo: inventory done" in log, log
+    with psycopg.connect(db) as conn:
+        scan_id, status = conn.execute("SELECT id, status FROM scans WHERE name = %s", (demo.SCAN,)).fetchone()
+        kinds = {k for (k,) in conn.execute("SELECT kind FROM rasters WHERE scan_id = %s", (scan_id,))}
+        n_trees = conn.execute("SELECT count(*) FROM trees WHERE scan_id = %s", (scan_id,)).fetchone()[0]
+        job_id = conn.execute("SELECT identifier FROM jobs WHERE process_id = 'forest-inventory' AND "
+                              "status = 'successful' AND parent_id IS NULL").fetchone()[0]
+        plots_with_metrics = conn.execute("SELECT count(*) FROM plots WHERE metrics <> '{}'::jsonb").fetchone()[0]
+    assert status == "ready" and {"chm", "dtm"} <= kinds and n_trees > 100, (status, kinds, n_trees)
+    assert plots_with_metrics == 6
+    print(f"demo completed through the job system in {seconds:.0f} s: {n_trees} trees, rasters {sorted(kinds)}")
+    asyncio.run(_first_screen(base, scan_id, job_id, tmp_path))
+
+
+async def _first_screen(base: str, scan_id: int, job_id: str, tmp_path) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    async with Browser(tmp_path / "profile", WIDTH, HEIGHT) as page:
+        await page.goto(f"{base}/viewer")
+        await page.wait("document.body.dataset.ready === '1'", 90, what="the map to load")
+        assert await page.eval("document.getElementById('signedout').hidden") is False     # nobody signed in
+        # the demo's inventory, finished, in the jobs list
+        job_li = f"#jobs li[data-job='{job_id}']"
+        await page.wait(f"document.querySelector(\"{job_li}\")?.dataset.status === 'successful'", 30,
+                        what="the demo's forest-inventory in the jobs list")
+        assert "forest-inventory" in await page.eval(f"document.querySelector(\"{job_li}\").textContent")
+        await page.wait("canopy.map.loaded() && canopy.map.areTilesLoaded()", 60, what="the tiles")
+        await asyncio.sleep(1.0)
+        img = _pixels(await page.screenshot(SHOTS / "00-first-screen-demo.png"))
+        chm = _viridis_mask(img)
+        assert chm.sum() > 20000, f"only {chm.sum()} CHM pixels"
+        ys, xs = np.nonzero(chm)
+        white = (img[ys.min() * 2: ys.max() * 2, xs.min() * 2: xs.max() * 2].min(-1) > 245).sum()
+        assert white > 500, f"only {white} tree-symbol pixels"
+    report = requests.get(f"{base}/scans/{scan_id}/report", timeout=60)
+    assert report.status_code == 200 and report.headers["Content-Type"].startswith("text/html")
+    stems = re.search(r'id="stems-per-ha">(\d+)<', report.text)
+    assert stems and int(stems.group(1)) > 10 and "<svg" in report.text, report.text[-3000:]
