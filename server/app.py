@@ -7,7 +7,7 @@ import importlib
 from flask import Flask, request
 
 from . import auth, errors, exports, features, health, inputs, jobs, landing, logs, pygeoapi_speedups, uploads, tiles
-from . import extents, metrics, pages
+from . import extents, field_plots, metrics, pages
 from .pygeoapi_config import prepare
 from .area_models import views as area_models_views
 from .runs import views as runs_views
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(uploads.views.bp)
     app.register_blueprint(runs_views.bp)
     app.register_blueprint(area_models_views.bp)
+    app.register_blueprint(field_plots.bp)
     extents.register(app)       # true extents into pygeoapi's /collections
     app.register_blueprint(tiles.bp)
     app.register_blueprint(flask_app.BLUEPRINT)

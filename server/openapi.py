@@ -16,6 +16,7 @@ from pygeoapi.openapi import get_oas
 
 from .auth.openapi_paths import PATHS as AUTH_PATHS
 from .exports import PATHS as EXPORT_PATHS
+from .field_plots import PATHS as FIELD_PLOT_PATHS
 from .inputs import TEXT_PATTERN
 from .runs.openapi_paths import PATHS as RUN_PATHS, RUN_PARAMETER
 from .area_models.openapi_paths import PATHS as AREA_MODEL_PATHS
@@ -229,6 +230,7 @@ def build_openapi(config: dict, settings: Settings) -> dict:
     doc["paths"].update(TILE_PATHS)
     doc["paths"].update(RUN_PATHS)
     doc["paths"].update(AREA_MODEL_PATHS)
+    doc["paths"].update(FIELD_PLOT_PATHS)
     doc["paths"].update(PAGE_PATHS)
     tags.append({"name": "runs", "description": "Each scan's runs: the products of every job, kept"})
     tags.append({"name": "area-models", "description": "Area-based models of plot attributes (fit-area-model)"})
