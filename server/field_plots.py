@@ -56,7 +56,8 @@ def read_plots(data: bytes, media: str, radius: float | None, crs: str | None, n
         try:
             meta, _, wkb, fields = pyogrio.raw.read(source, layer=layer, **options)[:4]
         except Exception as err:   # GDAL's reasons are for people: "not recognized as a supported file format"
-            raise BadRequest(f"cannot read the plots file as {media}: {err}") from None
+            reason = str(err).replace(source, "the file").replace(str(path), "the file").split("; It might help")[0]
+            raise BadRequest(f"cannot read the plots file as {media}: {reason}") from None
     if wkb is None or not len(wkb):
         raise BadRequest("the file holds no features with a geometry (a CSV needs x/y or lon/lat columns)")
     if len(wkb) > MAX_PLOTS:

@@ -307,13 +307,46 @@ def _declare_media_types(doc: dict, config: dict) -> None:
                 _add_formats(ok["content"], f_enum)
 
 
+def openapi30(schema: Any) -> Any:
+    """A process input's JSON Schema (2020-12, as server/jobs/views.py validates it) in
+    OpenAPI 3.0's dialect: a numeric exclusiveMinimum/Maximum as minimum/maximum with the
+    boolean flag, `const` as a one-value enum, a `{"type": "null"}` alternative as
+    `nullable`."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in ("properties", "patternProperties"):
+            out[key] = {name: openapi30(member) for name, member in value.items()}
+        elif key in ("items", "additionalProperties", "not"):
+            out[key] = openapi30(value)
+        elif key in ("oneOf", "anyOf", "allOf"):
+            members = [openapi30(member) for member in value]
+            kept = [m for m in members if m != {"type": "null"}]
+            if len(kept) < len(members):
+                out["nullable"] = True
+                kept = [{**m, "nullable": True} for m in kept]
+            if len(kept) == 1 and key != "allOf":
+                out.update(kept[0])
+            else:
+                out[key] = kept
+        elif key == "const":
+            out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+            out[bound], out[key] = value, True
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def execute_schema(metadata: dict) -> dict:
     """The execute request of one process, from its description: each input's schema,
     the required ones (minOccurs 1) and no others, as server/jobs/views.py checks them."""
     described = metadata.get("inputs", {})
     required = [name for name, spec in described.items() if spec.get("minOccurs", 1) >= 1]
     inputs = {"type": "object", "additionalProperties": False,
-              "properties": {name: copy.deepcopy(spec.get("schema", {})) for name, spec in described.items()}}
+              "properties": {name: openapi30(spec.get("schema", {})) for name, spec in described.items()}}
     body = copy.deepcopy(_EXECUTE)
     body["properties"]["inputs"] = inputs
     if required:

@@ -59,5 +59,6 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_response(private
     tested = re.search(r"Tested: (\d+)", summary)
     cases = re.search(r"(\d+) generated", summary)
     assert tested and int(tested.group(1)) >= 100 and cases and int(cases.group(1)) > 500, summary
+    assert not re.search(r"\d+ errored", summary), out[:8000]     # an operation whose schema it cannot read
     found = {kind: int(n) for kind, n in re.findall(r"❌ ST\d+ ([A-Za-z -]+?): (\d+)", summary)}
     assert not any(found.get(_KINDS[c]) for c in CHECKED), out[-8000:]
