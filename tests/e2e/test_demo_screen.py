@@ -86,3 +86,46 @@ async def _first_screen(base: str, scan_id: int, job_id: str, tmp_path) -> None:
     assert report.status_code == 200 and report.headers["Content-Type"].startswith("text/html")
     stems = re.search(r'id="stems-per-ha">(\d+)<', report.text)
     assert stems and int(stems.group(1)) > 10 and "<svg" in report.text, report.text[-3000:]
+
+
+def test_field_plots_imported_from_the_page(demo_stack, tmp_path):
+    """A forester signs in and imports a CSV of plot centres with measured attributes; a
+    CSV without a CRS is refused with the server's reason."""
+    base, db, _, _ = demo_stack
+    ox, oy = demo.origin()
+    good = tmp_path / "field_plots.csv"
+    good.write_text("plot,x,y,stems_ha,volume_m3ha\n" + "\n".join(
+        f"F{i},{ox + 60 + 40 * i},{oy + 150},{400 + 10 * i},{300.5 + i}" for i in range(3)))
+    asyncio.run(_import(base, good, tmp_path))
+    with psycopg.connect(db) as conn:
+        rows = conn.execute("SELECT name, attributes, ST_Area(geom::geography) FROM plots WHERE name LIKE 'F%%' "
+                            "ORDER BY name").fetchall()
+    assert [r[0] for r in rows] == ["F0", "F1", "F2"]
+    assert rows[1][1] == {"stems_ha": 410, "volume_m3ha": 301.5}
+    assert all(abs(r[2] - 400) < 4 for r in rows), [r[2] for r in rows]
+
+
+async def _import(base: str, good, tmp_path) -> None:
+    from tests.conftest import PASSWORD
+    async with Browser(tmp_path / "profile", WIDTH, HEIGHT) as page:
+        await page.goto(f"{base}/viewer")
+        await page.wait("document.body.dataset.ready === '1'", 90, what="the map to load")
+        await page.fill("#signin input[name=username]", "admin")
+        await page.fill("#signin input[name=password]", PASSWORD)
+        await page.eval("document.querySelector('#signin').requestSubmit()")
+        await page.wait("document.body.dataset.signedIn === '1'", 30, what="sign-in")
+        await page.wait("document.getElementById('fp-project').options.length > 0", 20, what="a project to import into")
+        await page.eval("document.getElementById('sec-fieldplots').open = true")
+        status = "document.getElementById('fp-status')"
+        # no CRS: refused, with the server's reason
+        await page.set_files("#fp-file", [good])
+        await page.fill("#fp-radius", "11.28")
+        await page.fill("#fp-name", "plot")
+        await page.click("#fp-start")
+        await page.wait(f"{status}.dataset.state === 'refused'", 30, what="the refusal")
+        assert "names no CRS" in await page.eval(f"{status}.textContent")
+        await page.fill("#fp-crs", f"EPSG:{demo.EPSG}")
+        await page.click("#fp-start")
+        await page.wait(f"{status}.dataset.state === 'done'", 30, what="the import")
+        assert await page.eval(f"{status}.dataset.imported") == "3"
+        await page.screenshot(SHOTS / "12-field-plots-imported.png")

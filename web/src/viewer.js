@@ -9,6 +9,7 @@ import { esc, num } from "./format.js";
 import { initJobs, loadJobs, resetJobs, track } from "./jobs.js";
 import { addRaster, addVectors, closePopups, fit, loadRasters, map, rasters, reloadSource, reloadVectors, showPopup, sizeTrees } from "./layers.js";
 import { initProcesses, listProcesses, refreshScanChoices, selectScan } from "./processes.js";
+import { initFieldPlots } from "./fieldplots.js";
 import { initUploads } from "./upload.js";
 
 const params = new URLSearchParams(window.location.search);
@@ -81,11 +82,13 @@ async function loadProjects() {
   list.innerHTML = projects.length ? projects.map((p) => `<li data-project="${p.id}"><b>${esc(p.name)}</b> ` +
     `<span class="muted">#${p.id} · ${esc(p.visibility)}${writable(p.id) ? " · you may upload" : ""}</span></li>`).join("")
     : '<li class="muted">no project visible</li>';
-  const select = document.getElementById("up-project");
-  const keep = select.value;
-  select.innerHTML = projects.filter((p) => writable(p.id))
-    .map((p) => `<option value="${p.id}">${esc(p.name)} (#${p.id})</option>`).join("");
-  if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+  for (const id of ["up-project", "fp-project"]) {     // the projects this user may write to
+    const select = document.getElementById(id);
+    const keep = select.value;
+    select.innerHTML = projects.filter((p) => writable(p.id))
+      .map((p) => `<option value="${p.id}">${esc(p.name)} (#${p.id})</option>`).join("");
+    if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+  }
 }
 
 function scanLine(s) {
@@ -167,6 +170,7 @@ initJobs({
 });
 
 initUploads({ jobStarted: (id) => track(id), scanChanged: scansSoon });
+initFieldPlots({ imported: () => reloadSource("plots") });
 initDownloads();
 
 async function refreshAll() {
