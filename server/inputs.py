@@ -105,6 +105,8 @@ def _formats() -> set[str] | None:
     if request.blueprint == "pygeoapi":
         items = request.endpoint == "pygeoapi.collection_items"
         return _PYGEOAPI_FORMATS | (_EXPORT_FORMATS if items else set())
+    if request.endpoint == "area_models.get_model":
+        return {"json", "html"}              # the model's page (server/area_models/views.py)
     if request.endpoint == "jobs.list_jobs":
         return {"json", "html", "jsonld"}    # pygeoapi's HTML page (server/pages/jobs_html.py) asks for jsonld
     return {"json"}                          # Canopy's own routes answer JSON only

@@ -43,7 +43,10 @@ PATHS: dict[str, dict] = {
     "/area-models/{modelId}": {"get": {
         "operationId": "getAreaModel", "tags": ["area-models"],
         "summary": "One area-based model: metrics, coefficients, validation with observed vs predicted",
-        "parameters": [{"name": "modelId", "in": "path", "required": True, "schema": ROW_ID}],
-        "responses": {"200": {"description": "the model", "content": {"application/json": {"schema": _MODEL}}},
+        "parameters": [{"name": "modelId", "in": "path", "required": True, "schema": ROW_ID},
+                       _query("f", "json, or html: a page with the validation charts",
+                              {"type": "string", "enum": ["json", "html"], "default": "json"})],
+        "responses": {"200": {"description": "the model", "content": {"application/json": {"schema": _MODEL},
+                                                                      "text/html": {"schema": {"type": "string"}}}},
                       "404": _PROBLEM}}},
 }

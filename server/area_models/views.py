@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from urllib.parse import urlencode
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from db.pool import get_pool
 from providers.schema import parse_id
@@ -98,4 +98,25 @@ def get_model(model_id: int):
         policy.require_project(row["project_id"], policy.READ)
     except NotFound:
         raise NotFound(f"no area model {model_id}")
-    return jsonify(model_json(row, current_app.config["CANOPY_SETTINGS"].public_url, True))
+    base = current_app.config["CANOPY_SETTINGS"].public_url
+    model = model_json(row, base, True)
+    if request.args.get("f") == "html":
+        return Response(_page(model, base), mimetype="text/html")
+    return jsonify(model)
+
+
+def _page(m: dict, base: str) -> str:
+    """The model's page: what it reads and its cross-validation, observed vs predicted."""
+    from ..pages.report import TEMPLATES
+    from ..pages.svg import scatter_chart
+
+    v = m["validation"]
+    unit = f" ({m['unit']})" if m["unit"] else ""
+    observed, predicted = v.get("observed", []), v.get("predicted", [])
+    return TEMPLATES.get_template("area_model.html").render(
+        m=m, v=v, base=base, n=len(observed), method={"linear": "linear regression", "rf": "random forest"}.get(
+            m["method"], m["method"]), scheme={"loo": "leave-one-out"}.get(v["scheme"], v["scheme"]),
+        observed_predicted=scatter_chart(predicted, observed, title="observed vs predicted", identity=True,
+                                         x_label=f"predicted{unit}", y_label=f"observed{unit}"),
+        residuals=scatter_chart(predicted, [o - p for o, p in zip(observed, predicted)], title="residuals",
+                                zero_line=True, x_label=f"predicted{unit}", y_label=f"observed − predicted{unit}"))

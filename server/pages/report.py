@@ -22,7 +22,8 @@ from . import report_data, svg
 
 bp = Blueprint("report", __name__)
 QUICKLOOK_PX = 512
-_env = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=select_autoescape(["html"]))
+# the pages' templates (report.html, area_model.html)
+TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=select_autoescape(["html"]))
 
 
 def _readable_scan(scan_id: int) -> None:
@@ -56,7 +57,7 @@ def report(scan_id: int):
             profiles.append(svg.profile_chart(lad["z"], values, title=plot["name"],
                                               x_label="leaf area density (m²/m³)", y_label="height (m)"))
     base = current_app.config["CANOPY_SETTINGS"].public_url
-    html = _env.get_template("report.html").render(
+    html = TEMPLATES.get_template("report.html").render(
         r=data, charts=charts, profiles=profiles, metric_rows=report_data.metric_rows(data.plots), base=base,
         now=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     return Response(html, mimetype="text/html")

@@ -1,4 +1,4 @@
-"""Small inline SVG charts for the printable report, drawn on the server.
+"""Small inline SVG charts for the printable pages (scan reports, area models), drawn on the server.
 
 Hand-written on purpose: the report must print and open offline, with no script and
 no CDN, and a bar chart is a few rectangles — a charting library (matplotlib, plotly)
@@ -85,4 +85,46 @@ def profile_chart(heights: list[float], values: list[float], *, title: str, x_la
                  f'<text x="{left + plot_w / 2}" y="{height - 6}" {_FONT} text-anchor="middle">{escape(x_label)}</text>'
                  f'<text x="10" y="{top + plot_h / 2}" {_FONT} text-anchor="middle" '
                  f'transform="rotate(-90 10 {top + plot_h / 2})">{escape(y_label)}</text></svg>')
+    return Markup("".join(parts))
+
+
+def scatter_chart(x: list[float], y: list[float], *, title: str, x_label: str, y_label: str,
+                  identity: bool = False, zero_line: bool = False, width: int = 320, height: int = 300,
+                  color: str = "#2e7d32") -> Markup:
+    """Points (e.g. observed against predicted) on shared-looking axes, with the 1:1 line
+    (`identity`, axes then equal) or the y = 0 line (`zero_line`, residuals)."""
+    left, right, top, bottom = 48, 12, 24, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    pairs = [(a, b) for a, b in zip(x, y) if a == a and b == b]
+    xs, ys = [a for a, _ in pairs] or [0.0], [b for _, b in pairs] or [0.0]
+    if identity:
+        lo, hi = min(min(xs), min(ys), 0.0), _nice_max(max(max(xs), max(ys)))
+        x0, x1, y0, y1 = lo, hi, lo, hi
+    else:
+        x0, x1 = min(min(xs), 0.0), _nice_max(max(xs))
+        span = max(abs(min(ys)), abs(max(ys)), 1e-9)
+        y1 = _nice_max(span)
+        y0 = -y1 if zero_line else min(min(ys), 0.0)
+    sx = lambda v: left + plot_w * (v - x0) / ((x1 - x0) or 1)                      # noqa: E731
+    sy = lambda v: top + plot_h - plot_h * (v - y0) / ((y1 - y0) or 1)              # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+             f'<text x="{left}" y="14" {_FONT} font-weight="bold">{escape(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    for i in range(5):
+        vx, vy = x0 + (x1 - x0) * i / 4, y0 + (y1 - y0) * i / 4
+        parts.append(f'<text x="{sx(vx):.1f}" y="{top + plot_h + 14}" {_FONT} text-anchor="middle">{_fmt(vx)}</text>'
+                     f'<text x="{left - 4}" y="{sy(vy) + 4:.1f}" {_FONT} text-anchor="end">{_fmt(vy)}</text>')
+    if identity:
+        parts.append(f'<line class="one-to-one" x1="{sx(x0):.1f}" y1="{sy(y0):.1f}" x2="{sx(x1):.1f}" '
+                     f'y2="{sy(y1):.1f}" stroke="#999" stroke-dasharray="4 3"/>')
+    if zero_line:
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" stroke="#999" '
+                     f'stroke-dasharray="4 3"/>')
+    for a, b in pairs:
+        parts.append(f'<circle class="point" cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="3" fill="{color}" '
+                     f'fill-opacity="0.7"><title>{_fmt(a)}, {_fmt(b)}</title></circle>')
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" {_FONT} text-anchor="middle">{escape(x_label)}</text>'
+                 f'<text x="12" y="{top + plot_h / 2}" {_FONT} text-anchor="middle" '
+                 f'transform="rotate(-90 12 {top + plot_h / 2})">{escape(y_label)}</text></svg>')
     return Markup("".join(parts))

@@ -94,9 +94,14 @@ def test_fit_list_and_predict_through_the_api(server, workers, db_url, aba_proje
     assert len(page["validation"]["observed"]) == 20 == len(page["validation"]["predicted"])
     assert np.allclose(sorted(page["validation"]["observed"]), sorted(measured["volume"]))
     assert set(page["parameters"]["training_range"]) == set(page["metrics"])
+    html = requests.get(models["volume"]["href"], params={"f": "html"}, headers=editor)
+    assert html.status_code == 200 and html.headers["Content-Type"].startswith("text/html")
+    assert html.text.count('class="point"') == 2 * 20 and "leave-one-out" in html.text     # two charts of 20 plots
+    assert f"{page['validation']['rmse_pct']:.1f}" in html.text and "one-to-one" in html.text
     stranger = {"Authorization": f"Bearer {make_user('analyst').token}"}
     assert requests.get(models["volume"]["href"], headers=stranger).status_code == 404
     assert requests.get(f"{server}/area-models/{models['volume']['id']}").status_code == 404
+    assert requests.get(models["volume"]["href"], params={"f": "html"}, headers=stranger).status_code == 404
     listed = requests.get(f"{server}/area-models", params={"scan": scan_id, "limit": 1}, headers=editor).json()
     assert [m["id"] for m in listed["models"]] == [models["basal_area"]["id"]]
     nxt = next(link["href"] for link in listed["links"] if link["rel"] == "next")
