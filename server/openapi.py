@@ -307,7 +307,7 @@ def _declare_media_types(doc: dict, config: dict) -> None:
                 _add_formats(ok["content"], f_enum)
 
 
-def openapi30(schema: Any) -> Any:
+def _openapi30(schema: Any) -> Any:
     """A process input's JSON Schema (2020-12, as server/jobs/views.py validates it) in
     OpenAPI 3.0's dialect: a numeric exclusiveMinimum/Maximum as minimum/maximum with the
     boolean flag, `const` as a one-value enum, a `{"type": "null"}` alternative as
@@ -317,11 +317,11 @@ def openapi30(schema: Any) -> Any:
     out = {}
     for key, value in schema.items():
         if key in ("properties", "patternProperties"):
-            out[key] = {name: openapi30(member) for name, member in value.items()}
+            out[key] = {name: _openapi30(member) for name, member in value.items()}
         elif key in ("items", "additionalProperties", "not"):
-            out[key] = openapi30(value)
+            out[key] = _openapi30(value)
         elif key in ("oneOf", "anyOf", "allOf"):
-            members = [openapi30(member) for member in value]
+            members = [_openapi30(member) for member in value]
             kept = [m for m in members if m != {"type": "null"}]
             if len(kept) < len(members):
                 out["nullable"] = True
@@ -340,13 +340,13 @@ def openapi30(schema: Any) -> Any:
     return out
 
 
-def execute_schema(metadata: dict) -> dict:
+def _execute_schema(metadata: dict) -> dict:
     """The execute request of one process, from its description: each input's schema,
     the required ones (minOccurs 1) and no others, as server/jobs/views.py checks them."""
     described = metadata.get("inputs", {})
     required = [name for name, spec in described.items() if spec.get("minOccurs", 1) >= 1]
     inputs = {"type": "object", "additionalProperties": False,
-              "properties": {name: openapi30(spec.get("schema", {})) for name, spec in described.items()}}
+              "properties": {name: _openapi30(spec.get("schema", {})) for name, spec in described.items()}}
     body = copy.deepcopy(_EXECUTE)
     body["properties"]["inputs"] = inputs
     if required:
@@ -365,7 +365,7 @@ def _declare_executions(doc: dict, config: dict) -> None:
         if resource.get("type") != "process" or op is None:
             continue
         name = f"execute-{process_id}"
-        doc["components"]["schemas"][name] = execute_schema(load_plugin("process", resource["processor"]).metadata)
+        doc["components"]["schemas"][name] = _execute_schema(load_plugin("process", resource["processor"]).metadata)
         for content in op["requestBody"]["content"].values():
             content["schema"] = {"$ref": f"#/components/schemas/{name}"}
 
