@@ -31,7 +31,7 @@ from db.pool import get_pool
 
 from .auth import policy
 from .errors import BadRequest
-from .inputs import ROW_ID, check_text
+from .inputs import ROW_ID, check_query, check_text
 
 bp = Blueprint("field_plots", __name__)
 
@@ -64,8 +64,9 @@ def read_plots(data: bytes, media: str, radius: float | None, crs: str | None, n
         raise BadRequest(f"{len(wkb)} plots in one file; at most {MAX_PLOTS}")
     source_crs = _crs(crs or meta.get("crs"), bool(crs))
     geoms = shapely.from_wkb(wkb)
-    if any(g is None or g.is_empty for g in geoms):
-        raise BadRequest(f"row {next(i for i, g in enumerate(geoms) if g is None or g.is_empty) + 1} has no geometry")
+    empty = [i for i, g in enumerate(geoms) if g is None or g.is_empty]
+    if empty:
+        raise BadRequest(f"row {empty[0] + 1} has no geometry")
     polygons = _as_polygons(geoms, source_crs, radius)
     names = list(meta["fields"])
     rows = []
@@ -156,10 +157,7 @@ def _float_arg(name: str) -> float | None:
 @bp.post("/projects/<id:project_id>/plots")
 def import_plots(project_id: int):
     policy.require_project(project_id, policy.WRITE)
-    unknown = sorted(set(request.args) - _QUERY)
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}; this endpoint accepts: "
-                         f"{', '.join(sorted(_QUERY))}")
+    check_query(_QUERY)
     media = request.mimetype
     if media not in FORMATS:
         raise BadRequest(f"send the plots file as one of {', '.join(FORMATS)}", status=415,

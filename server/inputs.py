@@ -34,8 +34,9 @@ from .errors import BadRequest, NotFound
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 ROW_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}   # providers.schema.parse_id, as a JSON Schema
 # the same rule as JSON Schema patterns (OpenAPI): any text, and text that is not blank (names)
-TEXT_PATTERN = f"^[^{_CONTROL.pattern[1:-1]}]*$"
-NAME_PATTERN = f"^[^{_CONTROL.pattern[1:-1]}]*[^{_CONTROL.pattern[1:-1]}\\s][^{_CONTROL.pattern[1:-1]}]*$"
+_TEXT_CHAR = f"[^{_CONTROL.pattern[1:-1]}]"
+TEXT_PATTERN = f"^{_TEXT_CHAR}*$"
+NAME_PATTERN = f"^{_TEXT_CHAR}*[^{_CONTROL.pattern[1:-1]}\\s]{_TEXT_CHAR}*$"
 _JSON_TYPES = ("application/json", "application/geo+json", "application/query-cql-json",
                "application/merge-patch+json")
 _PYGEOAPI_FORMATS = {"json", "html", "jsonld"}   # what pygeoapi renders on all its routes
@@ -56,6 +57,14 @@ def check_text(text: str, what: str) -> str:
     if char is not None:
         raise BadRequest(f"{what} contains the control character {char}; text may not hold any")
     return text
+
+
+def check_query(accepted: set[str]) -> None:
+    """A 400 naming the query parameters of the request that the endpoint does not take."""
+    unknown = sorted(set(request.args) - accepted)
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}; this endpoint accepts: "
+                         f"{', '.join(sorted(accepted))}")
 
 
 def check_json(value: Any, what: str = "the body") -> None:

@@ -18,6 +18,8 @@ from providers.schema import parse_id
 
 from ..auth import policy
 from ..errors import BadRequest, NotFound
+from ..inputs import check_query
+from ..pages import area_model as area_model_page
 from . import store
 
 bp = Blueprint("area_models", __name__)
@@ -67,10 +69,7 @@ def _int_arg(name: str) -> int | None:
 
 @bp.get("/area-models")
 def list_models():
-    unknown = sorted(set(request.args) - _QUERY)
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}; this endpoint accepts: "
-                         f"{', '.join(sorted(_QUERY))}")
+    check_query(_QUERY)
     limit = _int_arg("limit")
     limit = LIMIT_DEFAULT if limit is None else limit
     if not 1 <= limit <= LIMIT_MAX:
@@ -101,22 +100,6 @@ def get_model(model_id: int):
     base = current_app.config["CANOPY_SETTINGS"].public_url
     model = model_json(row, base, True)
     if request.args.get("f") == "html":
-        return Response(_page(model, base), mimetype="text/html")
+        return Response(area_model_page.render(model, base), mimetype="text/html")
     return jsonify(model)
 
-
-def _page(m: dict, base: str) -> str:
-    """The model's page: what it reads and its cross-validation, observed vs predicted."""
-    from ..pages.report import TEMPLATES
-    from ..pages.svg import scatter_chart
-
-    v = m["validation"]
-    unit = f" ({m['unit']})" if m["unit"] else ""
-    observed, predicted = v.get("observed", []), v.get("predicted", [])
-    return TEMPLATES.get_template("area_model.html").render(
-        m=m, v=v, base=base, n=len(observed), method={"linear": "linear regression", "rf": "random forest"}.get(
-            m["method"], m["method"]), scheme={"loo": "leave-one-out"}.get(v["scheme"], v["scheme"]),
-        observed_predicted=scatter_chart(predicted, observed, title="observed vs predicted", identity=True,
-                                         x_label=f"predicted{unit}", y_label=f"observed{unit}"),
-        residuals=scatter_chart(predicted, [o - p for o, p in zip(observed, predicted)], title="residuals",
-                                zero_line=True, x_label=f"predicted{unit}", y_label=f"observed − predicted{unit}"))

@@ -23,6 +23,7 @@ from db.runs import RUN_ID
 from ..auth import policy
 from ..errors import BadRequest, Conflict, NotFound
 from ..extents import refresh_now
+from ..inputs import check_query
 from ..storage import storage_of
 from . import store
 
@@ -91,9 +92,7 @@ def _cursor(value: str | None) -> tuple[datetime, str] | None:
 
 @bp.get("/scans/<id:scan_id>/runs")
 def list_runs(scan_id: int):
-    unknown = sorted(set(request.args) - {"limit", "cursor", "f"})
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}; this endpoint accepts: cursor, f, limit")
+    check_query({"limit", "cursor", "f"})
     try:
         limit = int(request.args.get("limit", LIMIT_DEFAULT))
     except ValueError:
