@@ -129,3 +129,91 @@ async def _import(base: str, good, tmp_path) -> None:
         await page.wait(f"{status}.dataset.state === 'done'", 30, what="the import")
         assert await page.eval(f"{status}.dataset.imported") == "3"
         await page.screenshot(SHOTS / "12-field-plots-imported.png")
+
+
+def test_area_based_inventory_fitted_and_mapped_from_the_page(demo_stack, tmp_path):
+    """The area-based loop in the browser (issue 18): 40 field plots over the demo scan carry
+    attributes derived from its detected trees (stems per ha and their mean height, as a crew
+    would measure them); the forester picks the scan and the attributes, fits (plot metrics,
+    then the models), reads each model's cross-validation with its two charts, and maps one:
+    grid metrics at the model's resolution, the prediction as a layer with its legend."""
+    from tests.conftest import token_of
+    _ensure_viewer_built()
+    base, db, _, _ = demo_stack
+    ox, oy = demo.origin()
+    with psycopg.connect(db) as conn:
+        project = conn.execute("SELECT id FROM projects WHERE name = %s", (demo.PROJECT,)).fetchone()[0]
+        trees = np.array(conn.execute("SELECT t.x, t.y, t.height_m FROM trees t JOIN scans s ON s.id = t.scan_id "
+                                      "WHERE s.name = %s", (demo.SCAN,)).fetchall(), float)
+    radius = 11.28
+    rows = []
+    for i in range(40):                          # an 8 x 5 lattice, clear of the scan's edges and the demo plots
+        x, y = ox + 25 + 250 / 7 * (i % 8), oy + 30 + 240 / 4 * (i // 8)
+        inside = (trees[:, 0] - x) ** 2 + (trees[:, 1] - y) ** 2 <= radius ** 2
+        stems = inside.sum() * 1e4 / (np.pi * radius ** 2)
+        rows.append(f"A{i},{x:.2f},{y:.2f},{stems:.1f},{trees[inside, 2].mean() if inside.any() else 0:.2f}")
+    csv = "plot,x,y,stems_per_ha,mean_height\n" + "\n".join(rows)
+    token = token_of(base, "admin")
+    r = requests.post(f"{base}/projects/{project}/plots", params={"radius": radius, "crs": f"EPSG:{demo.EPSG}",
+                                                                 "name": "plot"},
+                      data=csv, headers={"Content-Type": "text/csv", "Authorization": f"Bearer {token}"}, timeout=60)
+    assert r.status_code == 201 and r.json()["imported"] == 40, r.text
+    cards = asyncio.run(_fit_and_map(base, tmp_path))
+    assert [c["attribute"] for c in cards] == ["mean_height", "stems_per_ha"], cards
+    for c in cards:
+        print(f"\n  page fit {c['attribute']}: {c['text']}")
+        assert c["points"] == 40 and c["residuals"] == 40 and c["one_to_one"] == 1
+    height = cards[0]
+    with psycopg.connect(db) as conn:
+        (rmse_pct, baseline), = conn.execute("SELECT (validation->>'rmse_pct')::float, "
+                                             "(validation->>'baseline_rmse_pct')::float FROM area_models "
+                                             "WHERE attribute = 'mean_height'").fetchall()
+        kind, bands = conn.execute("SELECT kind, bands FROM rasters WHERE id = %s", (height["raster"],)).fetchone()
+    assert f"{rmse_pct:.1f}" == height["rmse_pct"] and rmse_pct < 0.75 * baseline, (rmse_pct, baseline)
+    assert kind == "aba" and bands[0] == "mean_height"
+    assert height["legend"].startswith("Area-based prediction") and "mean_height" in height["legend"], height
+    assert height["viridis_share"] > 0.05, height
+
+
+async def _fit_and_map(base: str, tmp_path) -> list[dict]:
+    from tests.conftest import PASSWORD
+    async with Browser(tmp_path / "profile-aba", WIDTH, HEIGHT) as page:
+        await page.goto(f"{base}/viewer")
+        await page.wait("document.body.dataset.ready === '1'", 90, what="the map to load")
+        await page.fill("#signin input[name=username]", "admin")
+        await page.fill("#signin input[name=password]", PASSWORD)
+        await page.eval("document.querySelector('#signin').requestSubmit()")
+        await page.wait("document.body.dataset.signedIn === '1'", 30, what="sign-in")
+        await page.eval("document.getElementById('sec-aba').open = true")
+        await page.wait("document.querySelectorAll('input[name=aba-attr]').length >= 2", 30, what="the plots' attributes")
+        await page.eval("for (const i of document.querySelectorAll('input[name=aba-attr]')) "
+                        "i.checked = ['stems_per_ha', 'mean_height'].includes(i.value)")
+        await page.eval("document.getElementById('aba-validation').value = 'loo'")
+        await page.click("#aba-fit")
+        status = "document.getElementById('aba-status')"
+        await page.wait(f"['done', 'refused'].includes({status}.dataset.state)", 300, what="the fit")
+        assert await page.eval(f"{status}.dataset.state") == "done", await page.eval(f"{status}.textContent")
+        cards = await page.eval("""[...document.querySelectorAll('.aba-model')].map((c) => ({
+            attribute: c.querySelector('b').textContent, text: c.querySelector('.muted').textContent,
+            rmse_pct: c.querySelector('.rmse-pct').textContent, points: c.querySelectorAll('.point').length,
+            residuals: c.querySelectorAll('.residual').length, one_to_one: c.querySelectorAll('.one-to-one').length,
+            id: c.dataset.id}))""")
+        cards.sort(key=lambda c: c["attribute"])
+        await page.eval(f"document.querySelector('.aba-model[data-id=\"{cards[0]['id']}\"] button').click()")
+        note = f"document.querySelector('.aba-model[data-id=\"{cards[0]['id']}\"] .aba-map-status')"
+        await page.wait(f"['done', 'refused'].includes({note}.dataset.state)", 300, what="the prediction")
+        assert await page.eval(f"{note}.dataset.state") == "done", await page.eval(f"{note}.textContent")
+        cards[0]["raster"] = int(await page.eval(f"{note}.dataset.raster"))
+        cards[0]["note"] = await page.eval(f"{note}.textContent")
+        rid = cards[0]["raster"]
+        await page.wait(f"window.canopy.rasters.has('{rid}')", 60, what="the prediction's layer")
+        cards[0]["legend"] = await page.eval(f"document.querySelector('#legend .legend-block[data-raster=\"{rid}\"] "
+                                            ".legend-title').textContent")
+        await page.eval("for (const [id, r] of window.canopy.rasters) if (r.kind !== 'aba') "
+                        "window.canopy.map.setLayoutProperty(r.layer, 'visibility', 'none'); 0")
+        await page.eval(f"window.canopy.map.fitBounds(window.canopy.rasters.get('{rid}').bounds, {{animate: false}}); 0")
+        await page.wait("window.canopy.map.areTilesLoaded()", 60, what="the prediction's tiles")
+        await asyncio.sleep(1.0)
+        png = await page.screenshot(SHOTS / "13-area-based-prediction.png")
+        cards[0]["viridis_share"] = float(_viridis_mask(_pixels(png)).mean())
+        return cards

@@ -5,7 +5,7 @@ import { apiJSON, currentUser, freshToken, refresh } from "./api.js";
 import { esc, ladChart, metricTitle, metricUnit, num, unitSymbol, withUnit } from "./format.js";
 
 const origin = window.location.origin;
-const KIND_TITLE = { chm: "CHM", dtm: "DTM", dsm: "DSM", density: "Density", metrics: "Grid metrics" };
+const KIND_TITLE = { chm: "CHM", dtm: "DTM", dsm: "DSM", density: "Density", metrics: "Grid metrics", aba: "Area-based prediction" };
 const PALETTE_NOTE = { dtm: "hillshaded", dsm: "hillshaded" };
 
 // Tiles of private projects need the token. They are fetched through the `canopy://` protocol

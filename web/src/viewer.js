@@ -9,6 +9,7 @@ import { esc, num } from "./format.js";
 import { initJobs, loadJobs, resetJobs, track } from "./jobs.js";
 import { addRaster, addVectors, closePopups, fit, loadRasters, map, rasters, reloadSource, reloadVectors, showPopup, sizeTrees } from "./layers.js";
 import { initProcesses, listProcesses, refreshScanChoices, selectScan } from "./processes.js";
+import { initAreaModels, refreshAreaModels } from "./aba.js";
 import { initFieldPlots } from "./fieldplots.js";
 import { initUploads } from "./upload.js";
 
@@ -120,6 +121,7 @@ async function loadScans() {
     .map((s) => `<option value="${s.id}">add to #${s.id} ${esc(s.properties.name)}</option>`).join("");
   select.value = [...select.options].some((o) => o.value === keep) ? keep : "";
   refreshScanChoices();
+  refreshAreaModels();
   renderDownloads(scans, rasters);
 }
 
@@ -152,7 +154,7 @@ initJobs({
     scansSoon();
     if (!results || job.status !== "successful") return;
     let bounds = null;
-    for (const kind of ["dtm", "metrics", "chm"]) {
+    for (const kind of ["dtm", "metrics", "chm", "aba"]) {
       const r = results[kind];
       if (!r || !r.id || rasters.has(String(r.id))) continue;
       try {
@@ -170,7 +172,8 @@ initJobs({
 });
 
 initUploads({ jobStarted: (id) => track(id), scanChanged: scansSoon });
-initFieldPlots({ imported: () => reloadSource("plots") });
+initFieldPlots({ imported: () => { reloadSource("plots"); refreshAreaModels(); } });
+initAreaModels({ scans: () => scans.filter((s) => writable(s.properties.project_id)), jobStarted: (id) => track(id) });
 initDownloads();
 
 async function refreshAll() {
