@@ -1,9 +1,9 @@
-"""`predict-area-model`: a stored area model applied to every cell of a scan's grid metrics.
-Writes one COG (raster kind `aba`): band 1 the attribute per hectare (its unit in the
-band's `units` tag), band 2 the extrapolation flag (1 where a metric the model reads is
-outside the plots' range). Totals over the scan and, on request, over a stand polygon,
-with a confidence interval from the model's cross-validated RMSE
-(:func:`processes.lidar.aba_map.total`)."""
+"""`predict-area-model`: stored area models applied to every cell of a scan's grid metrics.
+Writes one COG (raster kind `aba`): for n models, bands 1..n each model's attribute per
+hectare (its unit in the band's `units` tag), then bands n+1..2n their extrapolation
+flags (1 where a metric the model reads is outside the plots' range). Totals over the
+scan and, on request, over a stand polygon, with a confidence interval from each
+model's cross-validated RMSE (:func:`processes.lidar.aba_map.total`)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,17 @@ from .lidar.grid import Grid
 from .lidar_job import link_output, metadata, raster_artifacts
 
 PROCESS_METADATA = metadata(
-    "predict-area-model", "Map an area-based model",
-    "Applies a stored area model (fit-area-model, /area-models/{id}) to the scan's grid metrics at the model's "
-    "resolution: one COG of the attribute per hectare (band 1, with its unit) and the extrapolation flag (band 2), "
-    "served as tiles; totals over the scan and over an optional stand polygon with a confidence interval "
-    "(SE = a·RMSE·sqrt(N²/n + N), a cell area in ha, N cells, n plots; CI = total ± t(n-1)·SE).",
-    {"model": {"title": "Model", "description": "Id of a stored area model (/area-models)", "minOccurs": 1,
-               "maxOccurs": 1, "schema": {"type": "integer", "minimum": 1}},
+    "predict-area-model", "Map area-based models",
+    "Applies stored area models (fit-area-model, /area-models/{id}) of one resolution to the scan's grid metrics "
+    "at that resolution: one COG whose bands 1..n are the models' attributes per hectare (with their units) and "
+    "n+1..2n their extrapolation flags, served as tiles; per model, totals over the scan and over an optional "
+    "stand polygon with a confidence interval (SE = a·RMSE·sqrt(N²/n + N), a cell area in ha, N cells, n plots; "
+    "CI = total ± t(n-1)·SE).",
+    {"model": {"title": "Models", "description": "Id of a stored area model (/area-models), or a list of ids of "
+                                                 "models fitted at the same resolution", "minOccurs": 1,
+               "maxOccurs": 1, "schema": {"oneOf": [{"type": "integer", "minimum": 1},
+                                                    {"type": "array", "items": {"type": "integer", "minimum": 1},
+                                                     "minItems": 1, "maxItems": 20, "uniqueItems": True}]}},
      "scan": scan_input("Id of the scan whose grid metrics are predicted (grid-metrics at the model's resolution)"),
      "stand": {"title": "Stand", "description": "A GeoJSON Polygon or MultiPolygon (CRS84) to total the attribute "
                                                 "over", "minOccurs": 0, "maxOccurs": 1,
@@ -35,9 +39,10 @@ PROCESS_METADATA = metadata(
                           "properties": {"type": {"type": "string", "enum": ["Polygon", "MultiPolygon"]}}}},
      "level": {"title": "Confidence level", "description": "of the totals' interval", "minOccurs": 0,
                "maxOccurs": 1, "schema": {"type": "number", "minimum": 0.5, "maximum": 0.999, "default": 0.95}}},
-    {"aba": link_output("The prediction (COG: attribute per ha, extrapolation flag)",
+    {"aba": link_output("The prediction (COG: attributes per ha, then their extrapolation flags)",
                         "image/tiff; application=geotiff; profile=cloud-optimized"),
-     "totals": {"title": "Totals with confidence intervals", "schema": {"type": "object"}}})
+     "predictions": {"title": "Per model: its band, totals with confidence intervals, extrapolated share",
+                     "schema": {"type": "array", "items": {"type": "object"}}}})
 PROCESS_METADATA["example"] = {"inputs": {"model": 1, "scan": 1}}
 
 
@@ -53,11 +58,13 @@ class PredictAreaModelProcessor(CanopyProcess):
 
     def run(self, inputs: dict, ctx: JobContext) -> Outcome:
         scan = ctx.scan(inputs["scan"])
-        row = ctx.area_model(int(inputs["model"]))
-        params = row["parameters"]
-        blob = bytes(row["model"]) if row["model"] is not None else None
-        model = aba.Model.from_dict(params, blob)
-        res = float(row["resolution_m"])
+        ids = inputs["model"] if isinstance(inputs["model"], list) else [inputs["model"]]
+        rows = [ctx.area_model(int(i)) for i in ids]
+        res = float(rows[0]["resolution_m"])
+        other = [r["id"] for r in rows if abs(float(r["resolution_m"]) - res) > 1e-6 * res]
+        if other:
+            raise ProcessInputError(f"models {other} were fitted at another resolution than model {rows[0]['id']} "
+                                    f"({res:g} m): map them in another job")
         ctx.progress(5, "finding the scan's grid metrics")
         rasters = ctx.grid_metrics(scan)
         match = [r for r in rasters if abs(r["resolution_m"] - res) <= 1e-6 * res]
@@ -65,44 +72,55 @@ class PredictAreaModelProcessor(CanopyProcess):
             if not match:
                 have = sorted({r["resolution_m"] for r in rasters})
                 raise aba.ResolutionMismatch(
-                    f"scan {scan.id} has no grid metrics at the model's {res:g} m (it has {have or 'none'}): run "
+                    f"scan {scan.id} has no grid metrics at the models' {res:g} m (it has {have or 'none'}): run "
                     f"grid-metrics with resolution {res:g}")
-            check_resolution([params["plot_area_m2"]], res)
+            for r in rows:
+                check_resolution([r["parameters"]["plot_area_m2"]], res)
             data, meta = read_raster(match[0]["path"])
-            ctx.progress(30, f"predicting {row['attribute']} over {data.shape[1] * data.shape[2]} cells")
-            pred = predict_grid(model, data, meta["band_names"])
+            ctx.progress(30, f"predicting {', '.join(r['attribute'] for r in rows)} over "
+                             f"{data.shape[1] * data.shape[2]} cells")
+            preds = [predict_grid(aba.Model.from_dict(r["parameters"], bytes(r["model"]) if r["model"] is not None
+                                                      else None), data, meta["band_names"]) for r in rows]
         except LidarError as err:
             raise ProcessInputError(str(err))
         crs = meta["crs"]
         units = crs.linear_units_factor[1] if crs.is_projected else 1.0
         t = meta["transform"]
         grid = Grid(t.c * units, t.f * units, abs(t.a) * units, data.shape[1], data.shape[2])
-        rmse, n = row["validation"]["rmse"], int(params["n_plots"])
         level = float(inputs.get("level", 0.95))
-        totals = {"scan": total(pred.values, None, grid.res ** 2, rmse, n, level)}
-        if inputs.get("stand"):
-            mask = self._stand_mask(inputs["stand"], crs, t, data.shape[1:])
-            totals["stand"] = total(pred.values, mask, grid.res ** 2, rmse, n, level)
-            totals["stand"]["extrapolated_share"] = float(pred.extrapolated[mask & np.isfinite(pred.values)].mean()) \
-                if (mask & np.isfinite(pred.values)).any() else 0.0
-        for v in totals.values():
-            v["unit"] = _total_unit(row["unit"])
+        stand = self._stand_mask(inputs["stand"], crs, t, data.shape[1:]) if inputs.get("stand") else None
+        predictions = [self._summary(i + 1, row, pred, grid, level, stand) for i, (row, pred) in
+                       enumerate(zip(rows, preds))]
         ctx.progress(70, "writing the prediction")
         out = ctx.workdir / "products"
         out.mkdir(parents=True, exist_ok=True)
-        flag = np.where(np.isfinite(pred.values), pred.extrapolated.astype(np.float32), np.nan)
-        path = write_cog(out / "aba.tif", np.stack([pred.values, flag]).astype(np.float32), grid, crs,
-                         (row["attribute"], "extrapolated"), to_native=1 / units, units=[row["unit"] or "1", "1"])
+        flags = [np.where(np.isfinite(p.values), p.extrapolated.astype(np.float32), np.nan) for p in preds]
+        names = [r["attribute"] for r in rows] + [f"{r['attribute']}_extrapolated" for r in rows]
+        path = write_cog(out / "aba.tif", np.stack([p.values for p in preds] + flags).astype(np.float32), grid, crs,
+                         names, to_native=1 / units, units=[r["unit"] or "1" for r in rows] + ["1"] * len(rows))
         summary = {"products": {"aba": str(path)}, "crs_wkt": crs.to_wkt(), "crs_epsg": crs.to_epsg(),
                    "units_to_metre": units}
         artifacts = raster_artifacts(scan, summary, {"aba": "aba"})
-        valid = np.isfinite(pred.values)
-        outputs = {"model": row["id"], "attribute": row["attribute"], "unit": row["unit"], "method": row["method"],
-                   "resolution_m": res, "cells": int(valid.sum()), "extrapolated_share": pred.extrapolated_share,
-                   "mean_per_ha": float(np.nanmean(pred.values)) if valid.any() else None,
-                   "validation": {k: row["validation"][k] for k in ("scheme", "rmse", "rmse_pct", "bias", "r2")},
-                   "totals": totals}
+        outputs = {"resolution_m": res, "predictions": predictions}
         return Outcome(outputs=outputs, artifacts=artifacts)
+
+    @staticmethod
+    def _summary(band: int, row: dict, pred, grid: Grid, level: float, stand: np.ndarray | None) -> dict:
+        """One model's figures: its band, mean, extrapolated share, totals over the scan and the stand."""
+        rmse, n = row["validation"]["rmse"], int(row["parameters"]["n_plots"])
+        valid = np.isfinite(pred.values)
+        totals = {"scan": total(pred.values, None, grid.res ** 2, rmse, n, level)}
+        if stand is not None:
+            totals["stand"] = total(pred.values, stand, grid.res ** 2, rmse, n, level)
+            inside = stand & valid
+            totals["stand"]["extrapolated_share"] = float(pred.extrapolated[inside].mean()) if inside.any() else 0.0
+        for v in totals.values():
+            v["unit"] = _total_unit(row["unit"])
+        return {"model": row["id"], "band": band, "attribute": row["attribute"], "unit": row["unit"],
+                "method": row["method"], "extrapolated_share": pred.extrapolated_share,
+                "mean_per_ha": float(np.nanmean(pred.values)) if valid.any() else None,
+                "validation": {k: row["validation"][k] for k in ("scheme", "rmse", "rmse_pct", "bias", "r2")},
+                "totals": totals}
 
     @staticmethod
     def _stand_mask(geojson: dict, crs: CRS, transform, shape) -> np.ndarray:

@@ -117,20 +117,26 @@ def test_fit_list_and_predict_through_the_api(server, workers, db_url, aba_proje
     to_ll = Transformer.from_crs(32610, 4326, always_xy=True)
     x0, y0, x1, y1 = forest.bounds
     stand = shapely_transform(to_ll.transform, shapely.box(x0, y0, x0 + 100, y1))    # the western half
-    job = _run(server, editor, "predict-area-model", {"model": models["volume"]["id"], "scan": scan_id,
-                                                      "stand": shapely.geometry.mapping(stand)})
+    job = _run(server, editor, "predict-area-model", {"model": [models["volume"]["id"], models["basal_area"]["id"]],
+                                                      "scan": scan_id, "stand": shapely.geometry.mapping(stand)})
     assert job["status"] == "successful", job
     results = requests.get(f"{server}/jobs/{job['jobID']}/results", headers=editor).json()
     true_total = forest.totals()["volume"]
     west = forest.trees["x"] < x0 + 100
     true_west = float(af.stem_volume(forest.trees["dbh"][west], forest.trees["height"][west]).sum())
-    tot, part = results["totals"]["scan"], results["totals"]["stand"]
+    volume, basal = results["predictions"]
+    assert (volume["attribute"], volume["band"], basal["attribute"], basal["band"]) == ("volume", 1, "basal_area", 2)
+    tot, part = volume["totals"]["scan"], volume["totals"]["stand"]
     print(f"  API predict volume: total {tot['total']:.0f} m³ [{tot['ci_low']:.0f}, {tot['ci_high']:.0f}] vs true "
           f"{true_total:.0f}; western half {part['total']:.0f} [{part['ci_low']:.0f}, {part['ci_high']:.0f}] vs "
-          f"true {true_west:.0f}; extrapolated cells {results['extrapolated_share']:.0%}")
+          f"true {true_west:.0f}; extrapolated cells {volume['extrapolated_share']:.0%}")
     assert tot["unit"] == "m3" and tot["cells"] == 100 and tot["area_ha"] == pytest.approx(4.0)
     assert tot["ci_low"] <= true_total <= tot["ci_high"]
     assert part["cells"] == 50 and part["ci_low"] <= true_west <= part["ci_high"]
+    ba = basal["totals"]["scan"]
+    print(f"  API predict basal area (same job): total {ba['total']:.1f} m² [{ba['ci_low']:.1f}, {ba['ci_high']:.1f}] "
+          f"vs true {forest.totals()['basal_area']:.1f}")
+    assert ba["unit"] == "m2" and ba["ci_low"] <= forest.totals()["basal_area"] <= ba["ci_high"]
     storage = Path(server.log).parent / "storage"
     with psycopg.connect(db_url) as conn:
         kind, uri, rid = conn.execute("SELECT kind, storage_uri, id FROM rasters WHERE run_id = %s",
@@ -139,10 +145,14 @@ def test_fit_list_and_predict_through_the_api(server, workers, db_url, aba_proje
     ok, errors, warnings = cog_validate(str(storage / uri), quiet=True)
     assert ok and not errors, errors
     with rasterio.open(storage / uri) as ds:
-        assert ds.descriptions == ("volume", "extrapolated") and ds.tags(1)["units"] == "m3/ha"
-        band = ds.read(1, masked=True)
-        assert band.count() == 100 and float(band.sum()) * 0.04 == pytest.approx(tot["total"], rel=1e-4)
-        assert set(np.unique(ds.read(2, masked=True).compressed())) <= {0.0, 1.0}
+        assert ds.descriptions == ("volume", "basal_area", "volume_extrapolated", "basal_area_extrapolated")
+        assert ds.tags(1)["units"] == "m3/ha" and ds.tags(2)["units"] == "m2/ha" and ds.tags(3)["units"] == "1"
+        for i, p in ((1, volume), (2, basal)):
+            band = ds.read(i, masked=True)        # a model's cells: where every metric it reads has a value
+            assert band.count() == p["totals"]["scan"]["cells"]
+            assert float(band.sum()) * 0.04 == pytest.approx(p["totals"]["scan"]["total"], rel=1e-4)
+            flags = ds.read(i + 2, masked=True).compressed()
+            assert set(np.unique(flags)) <= {0.0, 1.0} and flags.mean() == pytest.approx(p["extrapolated_share"])
     tile = requests.get(f"{server}/rasters/{rid}/tiles/WebMercatorQuad/16/0/0.png", headers=editor)
     assert tile.status_code in (200, 204, 404)        # outside the raster is fine; never a 500
     tj = requests.get(f"{server}/rasters/{rid}/tilejson.json", headers=editor)
@@ -152,4 +162,8 @@ def test_fit_list_and_predict_through_the_api(server, workers, db_url, aba_proje
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("UPDATE area_models SET resolution_m = 25 WHERE id = %s", (models["basal_area"]["id"],))
     job = _run(server, editor, "predict-area-model", {"model": models["basal_area"]["id"], "scan": scan_id})
-    assert job["status"] == "failed" and "no grid metrics at the model's 25 m" in job["message"], job
+    assert job["status"] == "failed" and "no grid metrics at the models' 25 m" in job["message"], job
+    job = _run(server, editor, "predict-area-model", {"model": [models["volume"]["id"], models["basal_area"]["id"]],
+                                                      "scan": scan_id})
+    assert job["status"] == "failed" and f"models [{models['basal_area']['id']}] were fitted at another " \
+        "resolution" in job["message"], job

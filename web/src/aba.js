@@ -157,11 +157,12 @@ async function predict(model, button) {
       run = await runJob("predict-area-model", { model, scan });
     }
     if (run.job.status !== "successful") throw new Error(run.job.message);
-    const t = run.results.totals.scan;
+    const prediction = run.results.predictions[0];
+    const t = prediction.totals.scan;
     note.dataset.state = "done";
     note.dataset.raster = String(run.results.aba.id);
     note.textContent = `mapped: total ${num(t.total, 0)} ${t.unit || ""} (${Math.round(t.level * 100)} % CI ` +
-      `${num(t.ci_low, 0)}–${num(t.ci_high, 0)}), ${num(100 * run.results.extrapolated_share, 0)} % of cells extrapolated`;
+      `${num(t.ci_low, 0)}–${num(t.ci_high, 0)}), ${num(100 * prediction.extrapolated_share, 0)} % of cells extrapolated`;
   } catch (err) {
     note.dataset.state = "refused";
     note.textContent = `refused: ${(err.body && err.body.detail) || err.message}`;
