@@ -25,6 +25,7 @@ are numpy's and scikit-learn's.
 from __future__ import annotations
 
 import io
+import math
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -298,7 +299,8 @@ class Validation:
     predicted: list[float]
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """As stored and served: JSON has no NaN (an R² of plots that all measure the same is null)."""
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in self.__dict__.items()}
 
 
 def cross_validate(y: np.ndarray, table: dict[str, np.ndarray], *, folds: int | str = KFOLD, seed: int = 0,
@@ -311,6 +313,9 @@ def cross_validate(y: np.ndarray, table: dict[str, np.ndarray], *, folds: int | 
     """
     y = np.asarray(y, np.float64)
     n = len(y)
+    # the candidates are those the fit on every plot may choose: a metric missing on one plot
+    # (finite on the others) would be chosen by the folds that leave that plot out
+    table = {m: table[m] for m in usable_metrics(table, fit_args.get("candidates", DEFAULT_METRICS))}
     if folds == "loo":
         parts = np.arange(n)
     else:

@@ -115,6 +115,21 @@ def test_best_subset_finds_the_generating_metrics():
     assert sorted(m.coefficients) == pytest.approx([-1.5, 3], abs=0.05)
 
 
+def test_a_metric_missing_on_one_plot_is_never_chosen():
+    """The bcts loop's failure: the metric that best predicts the attribute is NaN on one plot;
+    the leave-one-out fold without that plot chose it and predicted NaN for it."""
+    rng = np.random.default_rng(4)
+    good = rng.uniform(5, 25, 40)
+    table = {"zq95": good.copy(), "zmean": good * 0.5 + rng.normal(0, 2, 40)}
+    table["zq95"][7] = np.nan
+    y = 3 * good + rng.normal(0, 0.5, 40)
+    v = aba.cross_validate(y, table, folds="loo")
+    assert np.isfinite(v.predicted).all() and np.isfinite(v.rmse) and v.rmse < v.baseline_rmse
+    assert aba.fit(y, table).metrics == ["zmean"]
+    flat = aba.cross_validate(np.full(40, 2.0), table, folds=5).to_dict()
+    assert flat["r2"] is None and json.loads(json.dumps(flat, allow_nan=False))["rmse"] == pytest.approx(0)
+
+
 def test_linear_model_serialises_to_json():
     rng = np.random.default_rng(0)
     table = {"zmean": rng.uniform(5, 25, 50), "cover": rng.uniform(20, 95, 50)}
