@@ -22,7 +22,7 @@ from .grid import Grid, Raster
 from .ground import classify_ground, classify_noise, drop_noise
 from .params import Params
 from .points import GROUND, Points
-from .surface import max_per_cell, rasterize_canopy
+from .surface import canopy_surfaces, max_per_cell
 from .terrain import GroundModel, normalize_height
 from .tiling import Bounds, in_core
 from .trees import locate_trees, tree_heights
@@ -144,17 +144,17 @@ def _canopy_and_trees(norm: Points, core: Bounds, params: Params, products: set[
     # the buffered CHM grid must contain the core grid
     bg = Grid.covering((min(norm.x.min(), cg.bounds[0]), min(norm.y.min(), cg.bounds[1]),
                         max(norm.x.max(), cg.bounds[2]), max(norm.y.max(), cg.bounds[3])), params.chm_res)
-    chm = rasterize_canopy(norm, algorithm=params.chm, grid=bg)
+    chm, surface = canopy_surfaces(norm, algorithm=params.chm, grid=bg)   # tops and crowns: on the surface
     laps("chm")
     if "chm" in products:
         res.chm = chm.crop(cg)
     if not products & {"trees", "crowns"}:
         return
-    tops = locate_trees(chm, params.trees)
+    tops = locate_trees(surface, params.trees)
     tops["height"], tops["apex_height"] = tree_heights(norm, tops)
     laps("trees")
     mine = in_core(tops["x"], tops["y"], core)
-    labels = crownsmod.segment_crowns(chm, tops, params.crowns)
+    labels = crownsmod.segment_crowns(surface, tops, params.crowns)
     area, diam = crownsmod.crown_stats(labels, bg.res, len(tops["x"]))
     tops.update(crown_area=area, crown_diameter=diam)
     res.trees = {k: tops[k][mine] for k in TREE_FIELDS}
