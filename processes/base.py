@@ -72,6 +72,9 @@ class JobContext(Protocol):
         """Plots (given, or intersecting the scan) with `id`, `attributes`, `metrics`, `area_m2`
         and `covered` (inside the scan's footprint)."""
 
+    def footprint(self, scan: ScanInput) -> str | None:
+        """The scan's footprint (WKT in the scan's CRS; None before ingestion)."""
+
     def area_model(self, model_id: int) -> dict:
         """A stored area model of the job's project (its row, `model` the serialised forest)."""
 

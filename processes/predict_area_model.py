@@ -14,7 +14,7 @@ from shapely.ops import transform as shapely_transform
 
 from .base import CanopyProcess, JobContext, Outcome, ProcessInputError, scan_input
 from .lidar import aba
-from .lidar.aba_map import check_resolution, predict_grid, total
+from .lidar.aba_map import check_resolution, footprint_share, predict_grid, total
 from .lidar.cog import read_raster, write_cog
 from .lidar.errors import LidarError
 from .lidar.grid import Grid
@@ -89,7 +89,9 @@ class PredictAreaModelProcessor(CanopyProcess):
         grid = Grid(t.c * units, t.f * units, abs(t.a) * units, data.shape[1], data.shape[2])
         level = float(inputs.get("level", 0.95))
         stand = self._stand_mask(inputs["stand"], crs, t, data.shape[1:]) if inputs.get("stand") else None
-        predictions = [self._summary(i + 1, row, pred, grid, level, stand) for i, (row, pred) in
+        wkt = ctx.footprint(scan)
+        share = footprint_share(shapely.from_wkt(wkt), t, data.shape[1:]) if wkt else None
+        predictions = [self._summary(i + 1, row, pred, grid, level, stand, share) for i, (row, pred) in
                        enumerate(zip(rows, preds))]
         ctx.progress(70, "writing the prediction")
         out = ctx.workdir / "products"
@@ -105,13 +107,15 @@ class PredictAreaModelProcessor(CanopyProcess):
         return Outcome(outputs=outputs, artifacts=artifacts)
 
     @staticmethod
-    def _summary(band: int, row: dict, pred, grid: Grid, level: float, stand: np.ndarray | None) -> dict:
-        """One model's figures: its band, mean, extrapolated share, totals over the scan and the stand."""
+    def _summary(band: int, row: dict, pred, grid: Grid, level: float, stand: np.ndarray | None,
+                 share: np.ndarray | None) -> dict:
+        """One model's figures: its band, mean, extrapolated share, totals over the scan and the
+        stand (cells cut by the footprint's edge count by their share inside it)."""
         rmse, n = row["validation"]["rmse"], int(row["parameters"]["n_plots"])
         valid = np.isfinite(pred.values)
-        totals = {"scan": total(pred.values, None, grid.res ** 2, rmse, n, level)}
+        totals = {"scan": total(pred.values, None, grid.res ** 2, rmse, n, level, share)}
         if stand is not None:
-            totals["stand"] = total(pred.values, stand, grid.res ** 2, rmse, n, level)
+            totals["stand"] = total(pred.values, stand, grid.res ** 2, rmse, n, level, share)
             inside = stand & valid
             totals["stand"]["extrapolated_share"] = float(pred.extrapolated[inside].mean()) if inside.any() else 0.0
         for v in totals.values():

@@ -72,10 +72,11 @@ def predict_grid(model: Model, bands: np.ndarray, band_names: Sequence[str]) -> 
 
 
 def total(values: np.ndarray, mask: np.ndarray | None, cell_area_m2: float, rmse: float, n_plots: int,
-          level: float = 0.95) -> dict:
+          level: float = 0.95, share: np.ndarray | None = None) -> dict:
     """Total of a per-hectare attribute over the cells of ``mask`` with its confidence interval.
 
-    total = Σ ŷᵢ · a  (a = cell area in ha, N cells). Its standard error is
+    total = Σ wᵢ ŷᵢ · a  (a = cell area in ha, wᵢ the share of cell i inside the scan's
+    footprint, 1 when ``share`` is not given; N = Σ wᵢ cells). Its standard error is
 
         SE = a · RMSE · sqrt(N² / n + N)
 
@@ -87,11 +88,24 @@ def total(values: np.ndarray, mask: np.ndarray | None, cell_area_m2: float, rmse
     """
     v = values if mask is None else np.where(mask, values, np.nan)
     ok = np.isfinite(v)
-    N = int(ok.sum())
+    w = np.where(ok, 1.0 if share is None else share, 0.0)
+    N = float(w.sum())
     a = cell_area_m2 / 10_000
-    tot = float(np.nansum(v) * a)
+    tot = float(np.sum(np.where(ok, v, 0.0) * w) * a)
     se = a * rmse * np.sqrt(N * N / max(n_plots, 1) + N)
     q = float(student.ppf(0.5 + level / 2, max(n_plots - 1, 1)))
     return {"total": tot, "se": float(se), "ci_low": tot - q * se, "ci_high": tot + q * se, "level": level,
-            "cells": N, "area_ha": N * a, "mean_per_ha": tot / (N * a) if N else None,
+            "cells": int(ok.sum()), "area_ha": N * a, "mean_per_ha": tot / (N * a) if N else None,
             "formula": "SE = a·RMSE·sqrt(N²/n + N); CI = total ± t(n-1)·SE"}
+
+
+def footprint_share(footprint, transform, shape, k: int = 10) -> np.ndarray:
+    """Share of each cell of a grid (``transform``, ``shape``) inside ``footprint`` (a shapely
+    geometry in the grid's CRS), from a ``k`` x ``k`` sub-cell raster of it."""
+    from rasterio.features import rasterize
+    from rasterio.transform import Affine
+
+    fine = transform * Affine.scale(1 / k)
+    inside = rasterize([footprint], out_shape=(shape[0] * k, shape[1] * k), transform=fine, fill=0,
+                       default_value=1, dtype="uint8")
+    return inside.reshape(shape[0], k, shape[1], k).mean(axis=(1, 3))

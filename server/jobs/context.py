@@ -133,6 +133,14 @@ class WorkerContext:
         with get_pool().connection() as conn:
             return area_models.plot_records(conn, scan.id, scan.crs_epsg, scan.project_id, plot_ids)
 
+    def footprint(self, scan: ScanInput) -> str | None:
+        if scan.crs_epsg is None:
+            return None
+        with get_pool().connection() as conn:
+            row = conn.execute("SELECT ST_AsText(ST_Transform(footprint, %s)) FROM scans WHERE id = %s",
+                               (scan.crs_epsg, scan.id)).fetchone()
+        return row[0] if row else None
+
     def area_model(self, model_id: int) -> dict:
         """A stored area model of this job's project, with its serialised model."""
         from ..area_models import store as area_models

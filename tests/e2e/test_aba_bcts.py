@@ -174,8 +174,9 @@ def test_area_models_on_the_bcts_tiles_through_owslib_and_qgis(server, workers, 
           f"{preds['hdom']['mean_per_ha']:.1f} m (plots {np.mean(measured['hdom']):.1f} m); extrapolated cells "
           + ", ".join(f"{k} {p['extrapolated_share']:.0%}" for k, p in preds.items()))
     assert [p["band"] for p in mapped["predictions"]] == [1, 2, 3]
-    # the map's total is the detected count over its cells, within the model's error
-    assert abs(stems["total"] - detected) < 0.25 * detected, (stems, detected)
+    # the map's total over the footprint (edge cells by their share) is the detected count,
+    # within the model's error (+4.5 % measured; +12.6 % when edge cells counted whole)
+    assert abs(stems["total"] - detected) < 0.1 * detected, (stems, detected)
     assert abs(preds["hdom"]["mean_per_ha"] - np.mean(measured["hdom"])) < 3.0
 
     # QGIS opens the prediction over HTTP with the token and reads what the COG holds

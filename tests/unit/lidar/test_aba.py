@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import shapely
 import pytest
 
 from processes.lidar import aba, aba_forest as af, aba_map
@@ -128,6 +129,18 @@ def test_a_metric_missing_on_one_plot_is_never_chosen():
     assert aba.fit(y, table).metrics == ["zmean"]
     flat = aba.cross_validate(np.full(40, 2.0), table, folds=5).to_dict()
     assert flat["r2"] is None and json.loads(json.dumps(flat, allow_nan=False))["rmse"] == pytest.approx(0)
+
+
+def test_cells_cut_by_the_footprint_count_by_their_share():
+    from rasterio.transform import from_origin
+    from processes.lidar.aba_map import footprint_share, total
+    t = from_origin(0, 40, 20, 20)                      # 2 x 2 cells of 20 m
+    share = footprint_share(shapely.box(0, 0, 30, 40), t, (2, 2))
+    assert share.tolist() == [[1.0, 0.5], [1.0, 0.5]]
+    values = np.full((2, 2), 100.0)                     # 100 per ha
+    tot = total(values, None, 400.0, 10.0, 40, share=share)
+    assert tot["total"] == pytest.approx(100 * 0.12) and tot["area_ha"] == pytest.approx(0.12) and tot["cells"] == 4
+    assert tot["mean_per_ha"] == pytest.approx(100)
 
 
 def test_linear_model_serialises_to_json():
