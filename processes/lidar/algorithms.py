@@ -11,6 +11,8 @@ noise     ``mask(x, y, z) -> bool[]``  outliers           ivf, sor
 dtm       ``idw`` (the IDW part), ``triangulated``,       tin, knnidw
           ``within(buffer)``
 chm       ``rasterize(points, grid) -> float32[,]``       pitfree, p2r
+          (the surface), ``smoothed(surface, points,
+          grid)`` (the published CHM)
 trees     ``locate(chm) -> {"x", "y", "height"}``         lmf
 crowns    ``segment(z, markers, res) -> int32[,]``        watershed, dalponte2016
 ========  ==============================================  =====================
