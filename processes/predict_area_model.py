@@ -90,7 +90,8 @@ class PredictAreaModelProcessor(CanopyProcess):
         level = float(inputs.get("level", 0.95))
         stand = self._stand_mask(inputs["stand"], crs, t, data.shape[1:]) if inputs.get("stand") else None
         wkt = ctx.footprint(scan)
-        share = footprint_share(shapely.from_wkt(wkt), t, data.shape[1:]) if wkt else None
+        outline = shapely.from_wkt(wkt) if wkt else None
+        share = footprint_share(outline, t, data.shape[1:]) if outline is not None and not outline.is_empty else None
         predictions = [self._summary(i + 1, row, pred, grid, level, stand, share) for i, (row, pred) in
                        enumerate(zip(rows, preds))]
         ctx.progress(70, "writing the prediction")

@@ -25,8 +25,8 @@ are numpy's and scikit-learn's.
 from __future__ import annotations
 
 import io
-import math
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 

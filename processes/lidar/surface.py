@@ -118,7 +118,8 @@ class pitfree(Parameters):
         if self.smooth <= 0:
             return surface
         first = points.first
-        return smooth_by_spacing(surface, self.smooth * point_spacing(points.x[first], points.y[first], grid) / grid.res)
+        spacing = point_spacing(points.x[first], points.y[first], grid)
+        return smooth_by_spacing(surface, self.smooth * spacing / grid.res)
 
 
 def _subcircle(x, y, z, r):
