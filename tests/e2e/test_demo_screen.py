@@ -173,6 +173,9 @@ def test_area_based_inventory_fitted_and_mapped_from_the_page(demo_stack, tmp_pa
     assert kind == "aba" and bands[0] == "mean_height"
     assert height["legend"].startswith("Area-based prediction") and "mean_height" in height["legend"], height
     assert height["viridis_share"] > 0.05, height
+    assert "mean_height total" in height["joint_note"] and "stems_per_ha total" in height["joint_note"], height
+    assert [b.split(" ")[0] for b in height["joint_bands"]] == [
+        "mean_height", "stems_per_ha", "mean_height_extrapolated", "stems_per_ha_extrapolated"], height
 
 
 async def _fit_and_map(base: str, tmp_path) -> list[dict]:
@@ -216,4 +219,14 @@ async def _fit_and_map(base: str, tmp_path) -> list[dict]:
         await asyncio.sleep(1.0)
         png = await page.screenshot(SHOTS / "13-area-based-prediction.png")
         cards[0]["viridis_share"] = float(_viridis_mask(_pixels(png)).mean())
+        # both models in one job: one COG whose bands the legend's picker offers
+        await page.click(".aba-all button")
+        every = "document.querySelector('.aba-all .aba-map-status')"
+        await page.wait(f"['done', 'refused'].includes({every}.dataset.state)", 300, what="the joint prediction")
+        assert await page.eval(f"{every}.dataset.state") == "done", await page.eval(f"{every}.textContent")
+        both = await page.eval(f"{every}.dataset.raster")
+        await page.wait(f"window.canopy.rasters.has('{both}')", 60, what="the joint prediction's layer")
+        cards[0]["joint_note"] = await page.eval(f"{every}.textContent")
+        cards[0]["joint_bands"] = await page.eval(f"[...document.querySelectorAll('.band-picker[data-raster=\"{both}\"] "
+                                                  "option')].map((o) => o.textContent)")
         return cards

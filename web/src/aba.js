@@ -15,7 +15,12 @@ export function initAreaModels(callbacks) {
   document.getElementById("aba-fit").addEventListener("click", () => fit());
   document.getElementById("aba-models").addEventListener("click", (event) => {
     const button = event.target.closest("button[data-model]");
-    if (button) predict(Number(button.dataset.model), button);
+    if (!button) return;
+    // "Map all": every model in one job (one COG, a band per attribute, as the band picker shows)
+    const model = button.dataset.model === "all"
+      ? [...document.querySelectorAll(".aba-model")].map((c) => Number(c.dataset.id))
+      : Number(button.dataset.model);
+    predict(model, button);
   });
 }
 
@@ -101,7 +106,9 @@ async function fit() {
     });
     if (fitted.job.status !== "successful") throw new Error(fitted.job.message);
     const models = await Promise.all(fitted.results.models.map((m) => apiJSON(`/area-models/${m.id}?f=json`)));
-    document.getElementById("aba-models").innerHTML = models.map(modelCard).join("");
+    document.getElementById("aba-models").innerHTML = models.map(modelCard).join("") + (models.length > 1
+      ? '<div class="aba-all"><button type="button" data-model="all">Map all</button> <span class="aba-map-status muted"></span></div>'
+      : "");
     status(`${models.length} model(s) fitted on ${models[0].plots.length} plots`, "done");
   } catch (err) {
     status(`refused: ${(err.body && err.body.detail) || err.message}`, "refused");
@@ -141,6 +148,7 @@ function modelCard(m) {
     `<span class="aba-map-status muted"></span></div></div>`;
 }
 
+/** Map one model (an id) or several (a list of ids, one job and one COG). */
 async function predict(model, button) {
   const scan = Number(document.getElementById("aba-scan").value);
   const note = button.parentElement.querySelector(".aba-map-status");
@@ -157,12 +165,13 @@ async function predict(model, button) {
       run = await runJob("predict-area-model", { model, scan });
     }
     if (run.job.status !== "successful") throw new Error(run.job.message);
-    const prediction = run.results.predictions[0];
-    const t = prediction.totals.scan;
     note.dataset.state = "done";
     note.dataset.raster = String(run.results.aba.id);
-    note.textContent = `mapped: total ${num(t.total, 0)} ${t.unit || ""} (${Math.round(t.level * 100)} % CI ` +
-      `${num(t.ci_low, 0)}–${num(t.ci_high, 0)}), ${num(100 * prediction.extrapolated_share, 0)} % of cells extrapolated`;
+    note.textContent = "mapped: " + run.results.predictions.map((p) => {
+      const t = p.totals.scan;
+      return `${p.attribute} total ${num(t.total, 0)} ${t.unit || ""} (${Math.round(t.level * 100)} % CI ` +
+        `${num(t.ci_low, 0)}–${num(t.ci_high, 0)}), ${num(100 * p.extrapolated_share, 0)} % of cells extrapolated`;
+    }).join("; ");
   } catch (err) {
     note.dataset.state = "refused";
     note.textContent = `refused: ${(err.body && err.body.detail) || err.message}`;

@@ -227,7 +227,7 @@ export async function addRaster(feature) {
   box.dataset.raster = id;
   r.legend = document.createElement("div");
   box.append(r.legend);
-  if (r.kind === "metrics" && bands.length > 1) {
+  if ((r.kind === "metrics" || r.kind === "aba") && bands.length > 1) {   // aba: attributes, then their flags
     const picker = bandPicker(r);
     r.bidx = Number(picker.value);
     box.prepend(picker);
