@@ -105,7 +105,7 @@ def footprint_share(footprint, transform, shape, k: int = 10) -> np.ndarray:
     from rasterio.features import rasterize
     from rasterio.transform import Affine
 
-    fine = transform * Affine.scale(1 / k)
+    fine = transform @ Affine.scale(1 / k)
     inside = rasterize([footprint], out_shape=(shape[0] * k, shape[1] * k), transform=fine, fill=0,
                        default_value=1, dtype="uint8")
     return inside.reshape(shape[0], k, shape[1], k).mean(axis=(1, 3))
