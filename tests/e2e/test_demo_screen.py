@@ -105,15 +105,20 @@ def test_field_plots_imported_from_the_page(demo_stack, tmp_path):
     assert all(abs(r[2] - 400) < 4 for r in rows), [r[2] for r in rows]
 
 
-async def _import(base: str, good, tmp_path) -> None:
+async def _sign_in(page, base: str) -> None:
+    """The viewer loaded and signed in as the demo's admin."""
     from tests.conftest import PASSWORD
+    await page.goto(f"{base}/viewer")
+    await page.wait("document.body.dataset.ready === '1'", 90, what="the map to load")
+    await page.fill("#signin input[name=username]", "admin")
+    await page.fill("#signin input[name=password]", PASSWORD)
+    await page.eval("document.querySelector('#signin').requestSubmit()")
+    await page.wait("document.body.dataset.signedIn === '1'", 30, what="sign-in")
+
+
+async def _import(base: str, good, tmp_path) -> None:
     async with Browser(tmp_path / "profile", WIDTH, HEIGHT) as page:
-        await page.goto(f"{base}/viewer")
-        await page.wait("document.body.dataset.ready === '1'", 90, what="the map to load")
-        await page.fill("#signin input[name=username]", "admin")
-        await page.fill("#signin input[name=password]", PASSWORD)
-        await page.eval("document.querySelector('#signin').requestSubmit()")
-        await page.wait("document.body.dataset.signedIn === '1'", 30, what="sign-in")
+        await _sign_in(page, base)
         await page.wait("document.getElementById('fp-project').options.length > 0", 20, what="a project to import into")
         await page.eval("document.getElementById('sec-fieldplots').open = true")
         status = "document.getElementById('fp-status')"
@@ -179,14 +184,8 @@ def test_area_based_inventory_fitted_and_mapped_from_the_page(demo_stack, tmp_pa
 
 
 async def _fit_and_map(base: str, tmp_path) -> list[dict]:
-    from tests.conftest import PASSWORD
     async with Browser(tmp_path / "profile-aba", WIDTH, HEIGHT) as page:
-        await page.goto(f"{base}/viewer")
-        await page.wait("document.body.dataset.ready === '1'", 90, what="the map to load")
-        await page.fill("#signin input[name=username]", "admin")
-        await page.fill("#signin input[name=password]", PASSWORD)
-        await page.eval("document.querySelector('#signin').requestSubmit()")
-        await page.wait("document.body.dataset.signedIn === '1'", 30, what="sign-in")
+        await _sign_in(page, base)
         await page.eval("document.getElementById('sec-aba').open = true")
         await page.wait("document.querySelectorAll('input[name=aba-attr]').length >= 2", 30, what="the plots' attributes")
         await page.eval("for (const i of document.querySelectorAll('input[name=aba-attr]')) "

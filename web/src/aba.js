@@ -2,12 +2,13 @@
 // field plots carry, fit (plot-metrics, then fit-area-model), read each model's
 // cross-validation (observed against predicted, residuals, the metrics chosen) and map it
 // (predict-area-model; grid-metrics at the model's resolution first when the scan has none).
-// The prediction's COG joins the map with its legend as every job's raster does (viewer.js).
+// Each step is an ordinary job in the list (jobs.execute); the prediction's COG joins the map
+// with its legend as every job's raster does (viewer.js).
 import { apiJSON } from "./api.js";
 import { esc, num } from "./format.js";
+import { execute } from "./jobs.js";
 
-let hooks = { scans: () => [], jobStarted: () => {} };
-const DONE = new Set(["successful", "failed", "dismissed"]);
+let hooks = { scans: () => [] };
 
 export function initAreaModels(callbacks) {
   hooks = { ...hooks, ...callbacks };
@@ -70,23 +71,6 @@ async function loadAttributes() {
     .join("") || '<span class="muted">no plot over this scan carries a numeric attribute: import field plots first</span>';
 }
 
-/** Run a process as an async job, listed in the jobs panel; its job and results once it ends. */
-async function runJob(process, inputs) {
-  const job = await apiJSON(`/processes/${process}/execution`, {
-    method: "POST", body: JSON.stringify({ inputs }),
-    headers: { "Content-Type": "application/json", Prefer: "respond-async" },
-  });
-  hooks.jobStarted(job.jobID, job);
-  for (;;) {
-    const now = await apiJSON(`/jobs/${job.jobID}?f=json`);
-    if (DONE.has(now.status)) {
-      const results = now.status === "successful" ? await apiJSON(`/jobs/${job.jobID}/results?f=json`) : null;
-      return { job: now, results };
-    }
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-  }
-}
-
 async function fit() {
   const scan = Number(document.getElementById("aba-scan").value);
   const attributes = [...document.querySelectorAll("input[name=aba-attr]:checked")].map((i) => i.value);
@@ -98,10 +82,10 @@ async function fit() {
   const validation = document.getElementById("aba-validation").value;
   try {
     status("computing the plots' LiDAR metrics…", "running");
-    const metrics = await runJob("plot-metrics", { scan });
+    const metrics = await execute("plot-metrics", { scan });
     if (metrics.job.status !== "successful") throw new Error(`plot-metrics: ${metrics.job.message}`);
     status(`fitting ${attributes.join(", ")}…`, "running");
-    const fitted = await runJob("fit-area-model", {
+    const fitted = await execute("fit-area-model", {
       scan, attributes, method, validation: validation === "loo" ? "loo" : Number(validation),
     });
     if (fitted.job.status !== "successful") throw new Error(fitted.job.message);
@@ -155,14 +139,14 @@ async function predict(model, button) {
   button.disabled = true;
   try {
     note.textContent = "predicting…";
-    let run = await runJob("predict-area-model", { model, scan });
+    let run = await execute("predict-area-model", { model, scan });
     if (run.job.status === "failed" && /run grid-metrics with resolution ([\d.]+)/.test(run.job.message)) {
       const resolution = Number(RegExp.$1);
       note.textContent = `computing grid metrics at ${resolution} m…`;
-      const grid = await runJob("grid-metrics", { scan, resolution });
+      const grid = await execute("grid-metrics", { scan, resolution });
       if (grid.job.status !== "successful") throw new Error(`grid-metrics: ${grid.job.message}`);
       note.textContent = "predicting…";
-      run = await runJob("predict-area-model", { model, scan });
+      run = await execute("predict-area-model", { model, scan });
     }
     if (run.job.status !== "successful") throw new Error(run.job.message);
     note.dataset.state = "done";

@@ -6,6 +6,7 @@ import { esc } from "./format.js";
 
 const FINAL = ["successful", "failed", "dismissed"];
 const items = new Map();      // job id -> {li, job, following}
+const waiting = new Map();    // job id -> resolve({job, results}) of execute()
 let hooks = { finished: () => {} };
 
 export function initJobs(callbacks) {
@@ -119,10 +120,11 @@ async function follow(entry) {
 
 async function settled(entry) {
   const { job, li } = entry;
+  let results = null;
   if (job.status === "successful" && !entry.resultsShown) {
     entry.resultsShown = true;
     try {
-      const results = await apiJSON(`/jobs/${job.jobID}/results`);
+      results = await apiJSON(`/jobs/${job.jobID}/results`);
       const kinds = ["chm", "dtm", "metrics", "trees", "crowns"].filter((k) => results[k]);
       li.querySelector(".job-results").innerHTML = kinds.length ? `results: ${kinds.join(", ")}` : "";
       await hooks.finished(job, results, { live: Boolean(entry.live) });
@@ -130,6 +132,37 @@ async function settled(entry) {
   } else if (job.status === "failed") {
     await hooks.finished(job, null, { live: Boolean(entry.live) });
   }
+  const resolve = waiting.get(job.jobID);
+  if (resolve) {
+    waiting.delete(job.jobID);
+    resolve({ job, results });
+  }
+}
+
+function post(process, inputs) {
+  return apiJSON(`/processes/${process}/execution`, {
+    method: "POST", body: JSON.stringify({ inputs }),
+    headers: { "Content-Type": "application/json", Prefer: "respond-async" },
+  });
+}
+
+/** Start `process` as an asynchronous job, shown on top of the list and followed; the job. */
+export async function start(process, inputs) {
+  const job = await post(process, inputs);
+  track(job.jobID);
+  return job;
+}
+
+/** Run `process` as a followed job: its final {job, results} (results null unless successful). */
+export async function execute(process, inputs) {
+  const job = await post(process, inputs);
+  const done = new Promise((resolve) => waiting.set(job.jobID, resolve));
+  track(job.jobID);
+  const out = await done;
+  if (out.job.status !== "successful") {   // the whole document: its message says why
+    out.job = { ...out.job, ...(await apiJSON(`/jobs/${job.jobID}`).catch(() => ({}))) };
+  }
+  return out;
 }
 
 /** A job started from this page (a process form, an upload's ingestion): shown on top, followed. */

@@ -3,9 +3,10 @@
 // algorithm families (`oneOf` variants named by their `algorithm`). Only what differs from a
 // default is sent, so the server's defaults apply to the rest.
 import { apiJSON } from "./api.js";
+import { start } from "./jobs.js";
 import { esc } from "./format.js";
 
-let hooks = { jobStarted: () => {}, scans: () => [] };
+let hooks = { scans: () => [] };
 let description = null;
 let fields = [];           // [{name, get()}] of the current form
 
@@ -269,11 +270,7 @@ async function run() {
     if (v !== undefined) inputs[f.name] = v;
   }
   try {
-    const job = await apiJSON(`/processes/${description.id}/execution`, {
-      method: "POST", body: JSON.stringify({ inputs }),
-      headers: { "Content-Type": "application/json", Prefer: "respond-async" },
-    });
-    hooks.jobStarted(job.jobID, job);
+    await start(description.id, inputs);
   } catch (err) {
     error.textContent = err.status === 401 ? "sign in to run a process" : err.message;
   }

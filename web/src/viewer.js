@@ -173,7 +173,7 @@ initJobs({
 
 initUploads({ jobStarted: (id) => track(id), scanChanged: scansSoon });
 initFieldPlots({ imported: () => { reloadSource("plots"); refreshAreaModels(); } });
-initAreaModels({ scans: () => scans.filter((s) => writable(s.properties.project_id)), jobStarted: (id) => track(id) });
+initAreaModels({ scans: () => scans.filter((s) => writable(s.properties.project_id)) });
 initDownloads();
 
 async function refreshAll() {
@@ -213,7 +213,7 @@ map.on("load", async () => {
   });
   map.triggerRepaint();
   renderDownloads(scans, rasters);
-  await initProcesses({ jobStarted: (id) => track(id), scans: () => scans });
+  await initProcesses({ scans: () => scans });
   loadJobs();
   idle.then(async () => {
     // `?popup=lon,lat` opens the pop-up there (a link to share a place; the browser test uses it)
