@@ -224,6 +224,8 @@ def get_project(project_id: int):
     policy.require_project(project_id, policy.READ)
     with get_pool().connection() as conn:
         row = conn.execute(f"SELECT {_PROJECT_COLS} FROM projects WHERE id = %s", (project_id,)).fetchone()
+    if row is None:                      # deleted since require_project looked
+        raise NotFound(f"no project {project_id}")
     return jsonify(_project_json(row))
 
 
@@ -242,6 +244,8 @@ def update_project(project_id: int):
         row = conn.execute(f"UPDATE projects SET name = coalesce(%s, name), visibility = coalesce(%s, visibility) "
                            f"WHERE id = %s RETURNING {_PROJECT_COLS}",
                            (data.get("name"), data.get("visibility"), project_id)).fetchone()
+    if row is None:                      # deleted since require_project looked (a concurrent DELETE)
+        raise NotFound(f"no project {project_id}")
     return jsonify(_project_json(row))
 
 
