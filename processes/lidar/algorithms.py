@@ -10,9 +10,10 @@ ground    ``mask(x, y, z) -> bool[]``  ground points      csf
 noise     ``mask(x, y, z) -> bool[]``  outliers           ivf, sor
 dtm       ``idw`` (the IDW part), ``triangulated``,       tin, knnidw
           ``within(buffer)``
-chm       ``rasterize(points, grid) -> float32[,]``       pitfree, p2r
-          (the surface), ``smoothed(surface, points,
-          grid)`` (the published CHM)
+chm       ``surfaces(points, grid) -> (peaks, surface)``  pitfree, p2r
+          (tops are found on the peaks, crowns on the
+          surface), ``rasterize`` (the surface),
+          ``smoothed(surface, points, grid)`` (the CHM)
 trees     ``locate(chm) -> {"x", "y", "height"}``         lmf
 crowns    ``segment(z, markers, res) -> int32[,]``        watershed, dalponte2016
 ========  ==============================================  =====================

@@ -21,6 +21,7 @@ from .progress import Progress
 from .read import PathLike, iter_points, open_scan
 
 MAX_CELLS = 16_000_000
+OCCUPANCY_CELL = 2.0  # metres: a scan's area is its cells of this size that hold a point
 
 
 def footprint(
@@ -60,7 +61,7 @@ def footprint(
         raise EmptyResult("the scan holds no points")
     minx, miny, maxx, maxy = scan.bounds_m
     area = max((maxx - minx) * (maxy - miny), 1.0)
-    cs = cell_size or max(2.0, math.sqrt(area / MAX_CELLS))
+    cs = cell_size or max(OCCUPANCY_CELL, math.sqrt(area / MAX_CELLS))
     ncol = int((maxx - minx) // cs) + 1
     nrow = int((maxy - miny) // cs) + 1
     counts = np.zeros(nrow * ncol, dtype=np.int64)

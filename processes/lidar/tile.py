@@ -18,6 +18,7 @@ import numpy as np
 from . import crowns as crownsmod
 from . import metrics as metricsmod
 from .errors import NoGroundPoints
+from .footprint import OCCUPANCY_CELL
 from .grid import Grid, Raster
 from .ground import classify_ground, classify_noise, drop_noise
 from .params import Params
@@ -104,7 +105,7 @@ def process_tile(points: Points, core: Bounds, params: Params = Params(),
     stats = res.stats
     incore = in_core(points.x, points.y, core)
     stats["points"] = int(incore.sum())
-    stats["occupied_m2"] = _occupied_m2(points.x[incore], points.y[incore], core, params.dtm_res)
+    stats["occupied_m2"] = _occupied_m2(points.x[incore], points.y[incore], core, OCCUPANCY_CELL)
     pts, model, norm = ground_and_heights(points, params, params.buffer, laps)
     if model is None:
         stats.update(ground=0, noise=stats["points"] if not len(pts) else 0, first=0, first_above2=0,
@@ -132,7 +133,10 @@ def process_tile(points: Points, core: Bounds, params: Params = Params(),
 
 
 def _occupied_m2(x: np.ndarray, y: np.ndarray, core: Bounds, res: float) -> float:
-    """Area of the core's ``res`` lattice cells that hold a point (the footprint's share of the core)."""
+    """Area of the core's ``res`` lattice cells that hold a point: the footprint's share of the
+    core, measured as :func:`.footprint.footprint` measures a scan (with 0.5 m cells a scan of
+    1.5 points/m² covered a third of its footprint, and its stems/ha read three times the
+    report's)."""
     g = Grid.covering(core, res)
     r, c, inside = g.cell_of(x, y)
     return float(np.count_nonzero(np.bincount((r * g.ncol + c)[inside], minlength=1))) * res * res
@@ -144,14 +148,15 @@ def _canopy_and_trees(norm: Points, core: Bounds, params: Params, products: set[
     # the buffered CHM grid must contain the core grid
     bg = Grid.covering((min(norm.x.min(), cg.bounds[0]), min(norm.y.min(), cg.bounds[1]),
                         max(norm.x.max(), cg.bounds[2]), max(norm.y.max(), cg.bounds[3])), params.chm_res)
-    chm, surface = canopy_surfaces(norm, algorithm=params.chm, grid=bg)   # tops and crowns: on the surface
+    chm, surface, peaks = canopy_surfaces(norm, algorithm=params.chm, grid=bg)
     laps("chm")
     if "chm" in products:
         res.chm = chm.crop(cg)
     if not products & {"trees", "crowns"}:
         return
-    tops = locate_trees(surface, params.trees)
+    tops = locate_trees(peaks, params.trees)
     tops["height"], tops["apex_height"] = tree_heights(norm, tops)
+    tops = {k: v[tops["height"] >= params.trees.hmin] for k, v in tops.items()}  # hmin holds for the published height
     laps("trees")
     mine = in_core(tops["x"], tops["y"], core)
     labels = crownsmod.segment_crowns(surface, tops, params.crowns)

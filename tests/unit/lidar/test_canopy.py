@@ -166,3 +166,45 @@ def test_apex_height_is_closer_to_the_apex_than_the_highest_return():
     assert abs(apex.mean()) < 0.5 * abs(high.mean())
     assert np.sqrt(np.mean(apex**2)) < np.sqrt(np.mean(high**2))
     assert (apex >= high).all()
+
+
+def test_two_tops_closer_than_min_distance_are_one_tree():
+    from processes.lidar.grid import Raster
+
+    g = Grid(0.0, 20.0, 0.5, 40, 40)
+    cx, cy = g.centers()
+    # two cones 1.2 m apart (one crown with two leaders) and one 6 m away
+    z = np.maximum.reduce([15 - 3 * np.hypot(cx - 8, cy - 10), 14.5 - 3 * np.hypot(cx - 9.2, cy - 10),
+                           13 - 3 * np.hypot(cx - 14, cy - 10), np.zeros(g.shape)])
+    chm = Raster(z.astype(np.float32), g, "chm")
+    narrow = trees.lmf(ws=1.0)
+    assert len(trees.locate_trees(chm, trees.lmf(ws=1.0, min_distance=0))["x"]) == 3
+    tops = trees.locate_trees(chm, narrow)
+    assert sorted(np.round(tops["x"]).tolist()) == [8.0, 14.0]  # the higher leader and the other tree
+
+
+@pytest.mark.parametrize("res", [0.5, 0.75, 1.0])
+def test_the_window_reaches_the_same_metres_at_any_cell(res):
+    # a 3 m window reaches 1.5 m: a 12 m top 1.6 m from a 15 m one is found, one 1.4 m away is not,
+    # whatever the cell (rounded to odd cells the reach was 1.0, 0.75 and 1.0 m at these cells)
+    reach = trees._reach_cells(3.0, np.array([10.0]), res)
+    assert reach[0] * res == pytest.approx(1.5)
+    fp = trees._footprint(float(reach[0]), "circular")
+    r = fp.shape[0] // 2
+    yy, xx = np.nonzero(fp)
+    assert np.max(np.hypot(yy - r, xx - r)) * res <= 1.5 + 1e-9
+
+
+def test_no_published_tree_is_lower_than_hmin(tmp_path):
+    """Bare ground with low shrubs and a few trees: nothing under hmin is a tree."""
+    import json
+
+    from processes.lidar.pipeline import inventory
+    from processes.lidar.synthetic import make_forest, write_las
+
+    pts, truth = make_forest("open", size=60.0, density=2.0, terrain="steep", shrubs=0.4, seed=3)
+    s = inventory([write_las(tmp_path / "s.laz", pts)], tmp_path / "out", tile_size=20.0, buffer=20.0)
+    h = np.array([f["properties"]["height"] for f in json.loads(open(s["products"]["trees"]).read())["features"]])
+    assert len(h) and h.min() >= trees.lmf().hmin
+    # per-ha figures on the footprint (2 m cells holding a point), not on the 0.5 m cells of a sparse scan
+    assert s["area_ha"] == pytest.approx(0.36, rel=0.03)
