@@ -24,15 +24,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TRUTH = ROOT.parent / "shared" / "data" / "truth"
 
-# the project's own forests: (kind, terrain, pulses/m², classified, hard); "hard" ones use
-# synthetic.HARD (leaning stems, wavy outlines, pass-through crowns, a narrow beam), the
-# others are the milder regression cases
+# the project's own forests: (kind, terrain, pulses/m², classified, preset); "hard" uses
+# synthetic.HARD (leaning stems, wavy outlines, pass-through crowns, a narrow beam), "rough"
+# synthetic.ROUGH (whorls and branch tips, broadleaf leaders and gaps, saplings and herbs under
+# 2 m: real crowns), the others are the milder regression cases
 PROJECT_FORESTS = [
-    ("open", "hilly", 20, True, False), ("open", "flat", 8, True, False),
-    ("dense", "steep", 20, True, False), ("dense", "steep", 20, False, False), ("dense", "hilly", 8, True, False),
-    ("two_layer", "hilly", 20, True, False),
-    ("open", "hilly", 5, True, True), ("dense", "steep", 30, True, True), ("dense", "hilly", 8, False, True),
-    ("two_layer", "hilly", 12, True, True),
+    ("open", "hilly", 20, True, ""), ("open", "flat", 8, True, ""),
+    ("dense", "steep", 20, True, ""), ("dense", "steep", 20, False, ""), ("dense", "hilly", 8, True, ""),
+    ("two_layer", "hilly", 20, True, ""),
+    ("open", "hilly", 5, True, "hard"), ("dense", "steep", 30, True, "hard"), ("dense", "hilly", 8, False, "hard"),
+    ("two_layer", "hilly", 12, True, "hard"),
+    ("dense", "hilly", 5, True, "rough"), ("dense", "hilly", 8, True, "rough"), ("dense", "steep", 20, True, "rough"),
+    ("open", "hilly", 5, True, "rough"), ("two_layer", "hilly", 8, True, "rough"), ("dense", "hilly", 1, True, "rough"),
 ]
 COLUMNS = [("f1", "F1", "{:.3f}"), ("precision", "prec", "{:.3f}"), ("recall", "rec", "{:.3f}"),
            ("understory_recall", "under", "{:.2f}"), ("height_rmse", "h RMSE", "{:.2f}"),
@@ -44,12 +47,13 @@ COLUMNS = [("f1", "F1", "{:.3f}"), ("precision", "prec", "{:.3f}"), ("recall", "
 
 def project_truths(workdir: Path, seed: int = 11):
     from processes.lidar.accuracy import from_simulation
-    from processes.lidar.synthetic import HARD, make_forest, write_las
+    from processes.lidar.synthetic import HARD, ROUGH, make_forest, write_las
 
-    for kind, terrain, density, classified, hard in PROJECT_FORESTS:
-        name = ("hard-" if hard else "") + f"{kind}-{terrain}-d{density}" + ("" if classified else "-noclass")
+    presets = {"": {}, "hard": HARD, "rough": ROUGH}
+    for kind, terrain, density, classified, preset in PROJECT_FORESTS:
+        name = (f"{preset}-" if preset else "") + f"{kind}-{terrain}-d{density}" + ("" if classified else "-noclass")
         pts, truth = make_forest(kind, terrain=terrain, density=density, classified=classified, seed=seed, size=200.0,
-                                 **(HARD if hard else {}))
+                                 **presets[preset])
         truth.params["classified"] = classified
         path = write_las(workdir / f"{name}.laz", pts)
         yield from_simulation(name, truth, [path])

@@ -8,6 +8,12 @@ per pulse, pulses that pass through crowns (CHM pits), ground hits under the
 canopy and noise points.  First returns see the highest surface inside a
 laser footprint, as a real beam does.
 
+Those crowns are smooth cones and domes, and real crowns are not: a scan of a real
+forest shows conifer whorls and branch tips, broadleaves split into co-dominant
+leaders and holed by gaps, saplings and herbs under 2 m.  That roughness is what
+makes false tree tops, so the detectors must be measured on it too; ``ROUGH`` turns
+it on (off by default: every forest made without it stays as it was, bit for bit).
+
 No library simulates LiDAR over parametric forests in a few milliseconds, so
 this module is written by hand.
 """
@@ -34,6 +40,11 @@ STANDS = {
 # crown's centre (leaning stems), wavy crown outlines, crowns that let almost half the
 # pulses through, a narrow beam (no return sees the apex unless it hits it)
 HARD = dict(lean=0.3, irregular=0.25, pass_through=0.45, footprint=0.0)
+# rough crowns and ground, as real scans see them (combine with HARD: ``**HARD, **ROUGH``):
+# conifer whorls and branch tips up to 0.6 m proud of the cone, broadleaf co-dominant leaders
+# (most broadleaves) and gaps (10 % of a crown), regeneration (saplings under 2 m, not trees
+# of the truth) and herbs on 40 % of the ground.  Every apex stays its tree's highest point.
+ROUGH = dict(branches=0.6, leaders=0.8, gaps=0.1, saplings=1500.0, low_vegetation=0.4)
 
 TERRAINS = {
     # plane slope (dz/dx, dz/dy) and relief amplitudes (m)
@@ -55,17 +66,30 @@ class ForestTruth:
     is_ground: np.ndarray
     params: dict = field(default_factory=dict)
     canopy_cells: Callable | None = None  # grid -> highest true canopy surface in each cell
+    saplings: dict[str, np.ndarray] = field(default_factory=dict)  # regeneration < 2 m (x, y, height, ...): not trees
 
 
-def _cell_max(crowns: "_Crowns", grid, sub: int = 4) -> np.ndarray:
+def _cell_max(surface: Callable, grid, sub: int = 4) -> np.ndarray:
     """The highest true surface inside each cell (a CHM's definition), from sub x sub samples."""
     cx, cy = grid.centers()
     out = np.zeros(grid.shape)
     offs = (np.arange(sub) + 0.5) / sub - 0.5
     for dx in offs:
         for dy in offs:
-            out = np.maximum(out, crowns.surface(cx + dx * grid.res, cy + dy * grid.res)[0])
+            out = np.maximum(out, surface(cx + dx * grid.res, cy + dy * grid.res))
     return out
+
+
+def _unit(key: np.ndarray, j: int) -> np.ndarray:
+    """Uniform numbers in [0, 1), the ``j``-th of each key (splitmix64).  A tree's roughness is
+    a function of its ``rough_key``, not of a stream: a rescan of the same trees (``trees=``,
+    grown or thinned) sees the same whorls, leaders and gaps."""
+    with np.errstate(over="ignore"):  # the hash wraps around 2**64 on purpose
+        z = np.asarray(key, dtype=np.uint64) + np.uint64((j + 1) * 0x9E3779B97F4A7C15 % 2**64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def terrain_function(kind: str = "hilly", origin=ORIGIN, base: float = 300.0):
@@ -133,23 +157,88 @@ class _Crowns:
             self.lobes.append((i, trees["x"][i] + off * np.cos(ang), trees["y"][i] + off * np.sin(ang),
                                R * rng.uniform(0.3, 0.4, 4), H - rng.uniform(0.8, 1.6, 4)))
         self.n = n
+        self.rough: dict | None = None  # see roughen(); None: the smooth crowns of old
+
+    def roughen(self, branches: float, leaders: float, gaps: float) -> None:
+        """Give every tree its branch-level relief, and broadleaves their leaders and gaps.
+
+        Everything is drawn from the trees' ``rough_key`` (see :func:`_unit`) and scaled by
+        the tree's current size, so a grown rescan keeps its crowns' character.  The shapes
+        themselves are in :meth:`_rough_tree` and :meth:`_gaps`."""
+        t, n = self.t, self.n
+        key = t["rough_key"]
+        u = [_unit(key, j) for j in range(35)]
+        bl = np.asarray(t["broadleaf"], bool)
+        R, H = t["crown_radius"], t["height"]
+        # branch relief: conifer whorls every 0.5-1 m of depth with 6-9 branches each;
+        # broadleaf leaf clumps in rings every 0.8-1.4 m with 5-8 clumps per ring
+        period = np.where(bl, 0.8 + 0.6 * u[0], 0.5 + 0.5 * u[0])
+        count = np.where(bl, 5.0, 6.0) + np.floor(4 * u[2])
+        # leaders: 2-3 co-dominant tops 1-2.5 m from the apex (at most 0.55 R), 0.5-2 m below it
+        nlead = np.where(bl & (u[4] < leaders), 2 + (u[5] < 0.5), 0)
+        j = np.arange(3)
+        ang = (2 * np.pi * u[6])[:, None] + j * 2 * np.pi / np.maximum(nlead, 1)[:, None] \
+            + 0.5 * (np.stack(u[7:10], 1) - 0.5)
+        dist = np.minimum(1.0 + 1.5 * np.stack(u[10:13], 1), 0.55 * R[:, None])
+        drop = 0.5 + 1.5 * np.stack(u[13:16], 1)
+        ldx, ldy = dist * np.cos(ang), dist * np.sin(ang)
+        # how far each leader's top sits below the crown without leaders (it ends at H - drop,
+        # or on that crown where it is lower)
+        lift = np.zeros((n, 3))
+        for i in np.flatnonzero(nlead):
+            zs = self._smooth(i, ldx[i], ldy[i], 0.0)[0]
+            lift[i] = np.maximum(zs - (H[i] - drop[i]), 0.0)
+        lift[j[None] >= nlead[:, None]] = 0.0
+        # the crown around the tops sinks by domes of curvature `steep` (m/m²) that level off
+        # `sag` metres down: deep and steep enough that the apex's dome has sunk 0.3 m below
+        # each leader's top where that leader stands (a saddle between them)
+        sag = lift.max(axis=1) + 0.5 + 1.0 * u[17]
+        need = (lift + 0.3) / sag[:, None]
+        need = -sag[:, None] * np.log(1.0 - np.minimum(need, 0.95)) / np.maximum(dist, 0.3) ** 2
+        steep = np.maximum(1.0 + 1.0 * u[16], np.where(j[None] < nlead[:, None], need, 0.0).max(axis=1))
+        # gaps: 2-4 holes 2-5 m deep, together `gaps` of the crown's area, whose edge stays
+        # 1 m or more from the apex
+        ngap = np.where(bl & (gaps > 0), 2 + np.floor(3 * u[18]), 0).astype(int)
+        g = np.arange(4)
+        grad = R[:, None] * np.sqrt(gaps / np.maximum(ngap, 1))[:, None] * (0.8 + 0.4 * np.stack(u[19:23], 1))
+        room = 0.9 * R[:, None] - grad - 1.0
+        gdist = grad + 1.0 + np.maximum(room, 0.0) * np.stack(u[23:27], 1)
+        gang = 2 * np.pi * np.stack(u[27:31], 1)
+        gok = (g[None] < ngap[:, None]) & (room > 0)
+        self.rough = dict(
+            n=n, branches=branches, period=period, phase=u[1], count=count, psi=u[3],
+            nlead=nlead.astype(int), ldx=ldx, ldy=ldy, lift=lift, steep=steep, sag=sag,
+            gok=gok, gdx=gdist * np.cos(gang), gdy=gdist * np.sin(gang), grad=grad,
+            gdepth=2.0 + 3.0 * np.stack(u[31:35], 1),
+        )
+
+    def add_saplings(self, sap: dict[str, np.ndarray]) -> None:
+        """Scan saplings too: small smooth crowns after the trees (no lobes, no roughness)."""
+        m = len(sap["x"])
+        if not m:
+            return
+        extra = dict(sap, lean_dx=np.zeros(m), lean_dy=np.zeros(m), outline_amp=np.zeros(m),
+                     outline_k=np.ones(m), outline_phase=np.zeros(m))
+        self.t = {k: np.concatenate([np.asarray(self.t[k])[: self.n], extra[k]])
+                  for k in ("x", "y", "height", "crown_radius", "crown_length", "broadleaf", "lean_dx", "lean_dy",
+                            "outline_amp", "outline_k", "outline_phase")}
+        self.n += m
 
     def reach(self, i: int) -> float:
         """How far from its apex tree ``i``'s crown extends."""
         t = self.t
         return t["crown_radius"][i] * (1 + t["outline_amp"][i]) + np.hypot(t["lean_dx"][i], t["lean_dy"][i])
 
-    def tree_surface(self, i: int, dx: np.ndarray, dy: np.ndarray, fp: float) -> np.ndarray:
-        """Surface of tree ``i`` seen by a beam of radius ``fp`` at offsets dx, dy from its apex
-        (NaN outside).  The crown's outline is a circle around the stem, waved by a harmonic
-        of its azimuth; a leaning stem puts the apex off the outline's centre, and the
-        surface falls along each ray from the apex to the outline."""
+    def _smooth(self, i: int, dx: np.ndarray, dy: np.ndarray, fp: float):
+        """The smooth crown of tree ``i`` (see :meth:`tree_surface`): height, the share ``s``
+        of the way from apex to outline (> 1: outside), distance and azimuth from the apex."""
         t = self.t
         R, H, L = t["crown_radius"][i], t["height"][i], t["crown_length"][i]
         ex, ey = t["lean_dx"][i], t["lean_dy"][i]  # apex minus crown centre
         rho = np.hypot(dx, dy)
         ux, uy = dx / np.maximum(rho, 1e-9), dy / np.maximum(rho, 1e-9)
-        rad = R * (1 + t["outline_amp"][i] * np.cos(t["outline_k"][i] * np.arctan2(uy, ux) + t["outline_phase"][i]))
+        theta = np.arctan2(uy, ux)
+        rad = R * (1 + t["outline_amp"][i] * np.cos(t["outline_k"][i] * theta + t["outline_phase"][i]))
         eu = ex * ux + ey * uy
         edge = -eu + np.sqrt(np.maximum(eu * eu - (ex * ex + ey * ey) + rad * rad, 0.0))  # apex to outline
         s = np.maximum(rho - fp, 0.0) / np.maximum(edge, 1e-9)
@@ -157,7 +246,66 @@ class _Crowns:
             z = (H - L * 0.6) + L * 0.6 * np.sqrt(np.clip(1.0 - s**2, 0.0, None))
         else:
             z = H - L * s
+        return z, s, rho, theta
+
+    def tree_surface(self, i: int, dx: np.ndarray, dy: np.ndarray, fp: float) -> np.ndarray:
+        """Surface of tree ``i`` seen by a beam of radius ``fp`` at offsets dx, dy from its apex
+        (NaN outside).  The crown's outline is a circle around the stem, waved by a harmonic
+        of its azimuth; a leaning stem puts the apex off the outline's centre, and the
+        surface falls along each ray from the apex to the outline (smooth: in a rough forest
+        :meth:`surface` gives it, and its lobes, their relief)."""
+        z, s, _, _ = self._smooth(i, dx, dy, fp)
         return np.where(s <= 1, z, np.nan)
+
+    def _rough_tree(self, i: int, z: np.ndarray, dx: np.ndarray, dy: np.ndarray, fp: float) -> np.ndarray:
+        """The smooth surface ``z`` of tree ``i`` (its crown and lobes, at offsets dx, dy from
+        the apex) made rough.  Every change is bounded by the depth ``d`` below the apex
+        (relief within +-d/2), so the apex stays the tree's highest point, and nothing
+        sinks below the crown's base (where the returns from inside the crown stop).
+
+        Leaders: the crown sinks around its apex and around each leader's top by domes
+        (curvature ``steep``) that level off ``sag`` metres down, each leader's ``lift``
+        lower, so each leader is a sub-crown with a saddle towards the apex.  Branches: a conifer's surface is a
+        staircase of whorls down its depth (each whorl's branches flatter than the cone,
+        their tips up to ``a`` proud, a drop to the next whorl), and only the branches
+        (6-9 per whorl, turned from one whorl to the next) stand out of the lowered
+        surface between them; a broadleaf has leaf clumps in rings, half as high."""
+        r, t = self.rough, self.t
+        H, L, R = t["height"][i], t["crown_length"][i], t["crown_radius"][i]
+        rho = np.maximum(np.hypot(dx, dy) - fp, 0.0)
+        theta = np.arctan2(dy, dx)
+        z = np.where(rho > 0, np.minimum(z, H), H)  # exactly H at the apex, never above (rounding)
+        d = H - z
+        if r["nlead"][i]:
+            k, M = r["steep"][i], r["sag"][i]
+            m = M * (1.0 - np.exp(-k * rho**2 / M))
+            for j in range(r["nlead"][i]):
+                dl = np.maximum(np.hypot(dx - r["ldx"][i, j], dy - r["ldy"][i, j]) - fp, 0.0)
+                m = np.minimum(m, r["lift"][i, j] + M * (1.0 - np.exp(-k * dl**2 / M)))
+            z, d = z - m, d + m
+        if r["branches"] > 0:
+            conifer = not t["broadleaf"][i]
+            c = d if conifer else rho  # conifers: depth below the apex; broadleaves: distance
+            a = r["branches"] * (1.0 if conifer else 0.5)
+            amp = np.minimum(a * (1 / 3 + 2 / 3 * np.minimum(c / (0.5 * (L if conifer else R)), 1.0)), 0.5 * d)
+            u = c / r["period"][i] + r["phase"][i]
+            w = np.floor(u) if conifer else np.floor(u + 0.5)  # whorl (ring) index
+            f = u - w
+            tip = (0.5 + 0.5 * np.cos(r["count"][i] * (theta - 2 * np.pi * (r["psi"][i] + 0.618034 * w)))) ** 2
+            prof = f if conifer else 0.5 + 0.5 * np.cos(2 * np.pi * f)  # staircase / smooth rings
+            z = z + amp * (2.0 * prof * tip - 1.0)
+        return np.maximum(z, H - L)  # nothing sinks below the crown's base
+
+    def _gaps(self, i: int, dx: np.ndarray, dy: np.ndarray, z: np.ndarray, fp: float) -> np.ndarray:
+        """Tree ``i``'s surface ``z`` with its gaps: steep-walled holes 2-5 m deep (not below
+        the crown's base), narrowed by the beam's radius."""
+        r, t = self.rough, self.t
+        floor = t["height"][i] - t["crown_length"][i]
+        for g in np.flatnonzero(r["gok"][i]):
+            dist = np.hypot(dx - r["gdx"][i, g], dy - r["gdy"][i, g]) + fp
+            hole = np.clip(3.0 * (1.0 - (dist / r["grad"][i, g]) ** 2), 0.0, 1.0) * r["gdepth"][i, g]
+            z = np.minimum(z, np.maximum(z - hole, floor))
+        return z
 
     def lobe_surface(self, k: int, x: np.ndarray, y: np.ndarray, fp: float) -> np.ndarray:
         i, lx, ly, lr, lh = self.lobes[k]
@@ -169,8 +317,10 @@ class _Crowns:
             out = np.fmax(out, np.where(a >= 0, z, np.nan))
         return out
 
-    def surface(self, x: np.ndarray, y: np.ndarray, fp: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Highest crown surface above ground and the index of the tree it belongs to (-1: none)."""
+    def surface(self, x: np.ndarray, y: np.ndarray, fp: float = 0.0,
+                exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Highest crown surface above ground and the index of the tree it belongs to (-1: none);
+        ``exclude``: for each point, a tree left out there."""
         shape = np.shape(x)
         x = np.asarray(x, dtype=float).ravel()
         y = np.asarray(y, dtype=float).ravel()
@@ -180,6 +330,8 @@ class _Crowns:
         xs = x[order]
         t = self.t
         lobe_of = {lb[0]: k for k, lb in enumerate(self.lobes)}
+        rough_n = self.rough["n"] if self.rough is not None else 0
+        gapped = set(np.flatnonzero(self.rough["gok"].any(axis=1)).tolist()) if self.rough is not None else ()
         for i in range(self.n):
             R = self.reach(i) + fp + 0.01
             lo, hi = np.searchsorted(xs, [t["x"][i] - R, t["x"][i] + R])
@@ -192,6 +344,12 @@ class _Crowns:
             z = self.tree_surface(i, x[idx] - t["x"][i], y[idx] - t["y"][i], fp)
             if i in lobe_of:
                 z = np.fmax(z, self.lobe_surface(lobe_of[i], x[idx], y[idx], fp))
+            if i < rough_n:  # the whole crown, lobes included, takes the relief, then the gaps
+                z = self._rough_tree(i, z, x[idx] - t["x"][i], y[idx] - t["y"][i], fp)
+                if i in gapped:
+                    z = self._gaps(i, x[idx] - t["x"][i], y[idx] - t["y"][i], z, fp)
+            if exclude is not None:
+                z = np.where(exclude[idx] == i, np.nan, z)
             better = np.nan_to_num(z, nan=-1.0) > top[idx]
             top[idx[better]] = z[better]
             owner[idx[better]] = i
@@ -215,6 +373,11 @@ def make_forest(
     irregular: float = 0.0,
     pass_through: float | None = None,
     trees: dict[str, np.ndarray] | None = None,
+    branches: float = 0.0,
+    leaders: float = 0.0,
+    gaps: float = 0.0,
+    saplings: float = 0.0,
+    low_vegetation: float = 0.0,
 ) -> tuple[Points, ForestTruth]:
     """Simulate an airborne scan of a forest with known trees and terrain.
 
@@ -245,7 +408,35 @@ def make_forest(
         the stand's).  ``HARD`` gathers the settings closest to real scans.
     trees : dict of arrays, optional
         The trees to scan instead of the stand's own (another forest's ``truth.trees``,
-        grown or thinned: a second acquisition of it, with fresh pulses and noise).
+        grown or thinned: a second acquisition of it, with fresh pulses and noise).  Their
+        ``rough_key`` (if any) keeps their rough crowns as they were.
+    branches : float
+        Branch-level relief of the crowns, in metres (0: smooth cones and domes).  A
+        conifer's surface steps down whorl by whorl (every 0.5-1 m of depth) and the tips
+        of its 6-9 branches per whorl stand out by up to ``branches`` (a third of it near
+        the apex, all of it from half the crown's length down): false maxima on the flanks,
+        as in real scans.  Broadleaves get leaf clumps of half that height.  The relief
+        never exceeds half the depth below the apex, so the apex stays the highest point.
+    leaders : float
+        Share of the broadleaves split into 2-3 co-dominant leaders: sub-crowns whose tops
+        lie 0.5-2 m below the apex, 1-2.5 m from it (at most 0.55 crown radii), with
+        saddles between them and the apex — the classic double detection of a broadleaf.
+    gaps : float
+        Share of each broadleaf crown's area open in 2-4 gaps, where the surface drops
+        2-5 m (not below the crown's base); no gap comes within 1 m of the apex.
+    saplings : float
+        Regeneration, in saplings per hectare of the plot: clumps of 0.5-2 m conifers and
+        broadleaves, kept where no crown covers them (they grow in the open).  They are
+        in the scan and in ``truth.canopy`` but not trees: ``truth.trees`` keeps the trees
+        of 2 m and more, ``truth.saplings`` lists them.
+    low_vegetation : float
+        Share of the ground under herbs and grass 0.1-0.8 m tall (patches a few metres
+        across).  With it, ``truth.canopy`` is the whole vegetation surface the pulses
+        see: crowns, saplings, shrubs and herbs (without it, shrubs stay out of it, as
+        before).  ``ROUGH`` turns all five on; with any of ``branches``, ``leaders`` or
+        ``gaps`` a tree is visible when no other crown comes within 0.25 m of its apex
+        height within 1 m of it (checked every 5 cm).  Their randomness has its own
+        stream (``[seed, 2]``): the forests made without them stay as they were.
 
     Returns
     -------
@@ -294,7 +485,19 @@ def make_forest(
                  outline_k=shape_rng.integers(2, 6, nt).astype(float), outline_phase=shape_rng.uniform(0, 2 * np.pi, nt))
     if given is not None:  # a rescan of known trees: the stand drawn above only kept the random streams
         trees = {k: np.asarray(v).copy() for k, v in given.items() if k != "visible"}
+    for name, val in dict(branches=branches, leaders=leaders, gaps=gaps, saplings=saplings,
+                          low_vegetation=low_vegetation).items():
+        if not val >= 0:
+            raise ValueError(f"{name} must be >= 0, got {val!r}")
+    rough = bool(branches or leaders or gaps)
+    rough_rng = np.random.default_rng([seed, 2])  # its own stream, like shape_rng: drawn only when asked for
+    if rough or saplings or low_vegetation:
+        keys = rough_rng.integers(0, 2**63, len(trees["x"]), dtype=np.uint64)
+        if rough and "rough_key" not in trees:
+            trees["rough_key"] = keys
     crowns = _Crowns(trees, rng)
+    if rough:
+        crowns.roughen(branches, leaders, min(gaps, 0.5))
     # a tree is visible from above when no other crown rises above its top
     # within 0.75 m (its top is then a local maximum of the canopy surface)
     ang = np.arange(8) * np.pi / 4
@@ -303,6 +506,33 @@ def make_forest(
     ring, _ = crowns.surface(rx, ry)
     top, owner = crowns.surface(trees["x"], trees["y"])
     trees["visible"] = (owner == np.arange(len(trees["x"]))) & (ring.max(axis=1) < trees["height"])
+    if rough:  # branch tips are finer than that ring: the highest other crown on a 5 cm disk of 1 m
+        others = _others_within(crowns, trees)
+        trees["visible"] = (owner == np.arange(len(trees["x"]))) & (others < trees["height"] - 0.25)
+
+    # --- regeneration ---------------------------------------------------------
+    sap: dict[str, np.ndarray] = {}
+    if saplings:
+        clumps = rough_rng.poisson(saplings * ha / 8.0)  # clumps of 8 saplings on average, sd 2.5 m
+        per = rough_rng.poisson(8.0, clumps)
+        sx_ = np.repeat(rough_rng.uniform(bounds[0], bounds[2], clumps), per)
+        sy_ = np.repeat(rough_rng.uniform(bounds[1], bounds[3], clumps), per)
+        ns = len(sx_)
+        sx_, sy_ = sx_ + rough_rng.normal(0, 2.5, ns), sy_ + rough_rng.normal(0, 2.5, ns)
+        hs = rough_rng.uniform(0.5, 1.95, ns)
+        bls = rough_rng.random(ns) < 0.5
+        rs = hs * np.where(bls, rough_rng.uniform(0.3, 0.45, ns), rough_rng.uniform(0.2, 0.3, ns))
+        ls = hs * rough_rng.uniform(0.6, 0.9, ns)
+        keep = (sx_ > bounds[0]) & (sx_ < bounds[2]) & (sy_ > bounds[1]) & (sy_ < bounds[3])
+        keep[keep] = crowns.surface(sx_[keep], sy_[keep])[0] < 0.05  # in the open
+        sap = dict(x=sx_[keep], y=sy_[keep], height=hs[keep], crown_radius=rs[keep], crown_length=ls[keep],
+                   broadleaf=bls[keep])
+        crowns.add_saplings(sap)
+
+    # --- herbs and grass ------------------------------------------------------
+    herbs = None
+    if low_vegetation:
+        herbs = _herb_layer(rough_rng, bounds, low_vegetation)
 
     # --- shrubs ------------------------------------------------------------
     n_sh = int(shrubs * size * size / (np.pi * 1.5**2))
@@ -320,6 +550,10 @@ def make_forest(
                 out[m] = np.maximum(out[m], sh[j] * np.sqrt(1 - d2[m]))
         return out
 
+    def ground_vegetation(px, py):
+        z = shrub_height(px, py)
+        return z if herbs is None else np.maximum(z, herbs(px, py))
+
     # --- pulses and returns --------------------------------------------------
     npulse = rng.poisson(density * size * size)
     px = rng.uniform(bounds[0], bounds[2], npulse)
@@ -327,14 +561,15 @@ def make_forest(
     gz = ground(px, py)
     ztop, own = crowns.surface(px, py, footprint)
     in_crown = ztop > 0.05
-    zsh = shrub_height(px, py)
+    zsh = ground_vegetation(px, py)
 
     # first return
     u = rng.random(npulse)
     pit = in_crown & (u < (p["p_pit"] if pass_through is None else pass_through))
     pit_ground = pit & (rng.random(npulse) < 0.35)  # the beam passes through the whole crown
     first_h = np.where(in_crown, ztop, np.where(zsh > 0, zsh * rng.uniform(0.7, 1.0, npulse), 0.0))
-    base = np.where(own >= 0, trees["height"][np.maximum(own, 0)] - trees["crown_length"][np.maximum(own, 0)], 0.0)
+    ct = crowns.t  # the trees, then the saplings
+    base = np.where(own >= 0, ct["height"][np.maximum(own, 0)] - ct["crown_length"][np.maximum(own, 0)], 0.0)
     deep = base + (ztop - base) * rng.uniform(0.1, 0.8, npulse)
     first_h = np.where(pit, np.where(pit_ground, 0.0, deep), first_h)
     # second (intermediate) return inside the crown
@@ -392,18 +627,85 @@ def make_forest(
         intensity=np.clip(inten[o], 0, 65535).astype(np.uint16),
         return_number=rn[o], number_of_returns=NR[o], classification=cls[o],
     )
+    def canopy(qx, qy):
+        z = crowns.surface(qx, qy)[0]
+        if herbs is not None:  # the whole vegetation the pulses see
+            z = np.maximum(z, ground_vegetation(np.asarray(qx, dtype=float), np.asarray(qy, dtype=float)))
+        return z
+
+    params = dict(kind=kind, size=size, seed=seed, density=density, terrain=terrain, footprint=footprint,
+                  lean=lean, irregular=irregular, pass_through=pass_through)
+    if rough or saplings or low_vegetation:
+        params.update(branches=branches, leaders=leaders, gaps=gaps, saplings=saplings, low_vegetation=low_vegetation)
     truth = ForestTruth(
         trees=trees,
         ground=ground,
-        canopy=lambda qx, qy: crowns.surface(qx, qy)[0],
-        canopy_cells=lambda grid: _cell_max(crowns, grid),
+        canopy=canopy,
+        canopy_cells=lambda grid: _cell_max(canopy, grid),
         bounds=bounds,
         is_noise=is_noise[o],
         is_ground=is_ground[o],
-        params=dict(kind=kind, size=size, seed=seed, density=density, terrain=terrain, footprint=footprint,
-                    lean=lean, irregular=irregular, pass_through=pass_through),
+        params=params,
+        saplings=sap,
     )
     return pts, truth
+
+
+def _others_within(crowns: _Crowns, trees: dict[str, np.ndarray], radius: float = 1.0,
+                   step: float = 0.05) -> np.ndarray:
+    """For each tree, the highest surface of the other crowns within ``radius`` of its apex
+    (sampled every ``step``; the tree's own crown is left out, as it is never above its apex).
+    Crown edges are cliffs: a crown that cuts into the disk by less than ``step`` still
+    crosses the rings just outside it, sampled every 2 cm."""
+    off = np.arange(-radius, radius + 1e-9, step)
+    ox, oy = np.meshgrid(off, off)
+    disk = np.hypot(ox, oy) <= radius
+    ox, oy = [ox[disk]], [oy[disk]]
+    for r in (radius, radius + step / 2, radius + step):
+        a = np.linspace(0, 2 * np.pi, int(np.ceil(2 * np.pi * r / 0.02)), endpoint=False)
+        ox.append(r * np.cos(a))
+        oy.append(r * np.sin(a))
+    ox, oy = np.concatenate(ox), np.concatenate(oy)
+    n = len(trees["x"])
+    out = np.zeros(n)
+    chunk = max(1, 400_000 // len(ox))
+    for a in range(0, n, chunk):
+        i = np.arange(a, min(n, a + chunk))
+        qx = (trees["x"][i, None] + ox[None]).ravel()
+        qy = (trees["y"][i, None] + oy[None]).ravel()
+        z = crowns.surface(qx, qy, exclude=np.repeat(i, len(ox)))[0]
+        out[i] = z.reshape(len(i), -1).max(axis=1)
+    return out
+
+
+def _herb_layer(rng, bounds, share: float) -> Callable:
+    """Herbs and grass over ``share`` of the ground: a patchy field (value noise on 2 m and
+    0.7 m lattices) whose highest ``share`` grows 0.1-0.8 m tall."""
+    minx, miny, maxx, maxy = bounds
+    lattices = []
+    for cell, weight in ((2.0, 0.7), (0.7, 0.3)):
+        lattices.append((cell, weight, rng.random((int(np.ceil((maxy - miny) / cell)) + 2,
+                                                   int(np.ceil((maxx - minx) / cell)) + 2))))
+
+    def field(px, py):
+        v = np.zeros(np.shape(px))
+        for cell, weight, lat in lattices:
+            gx = np.clip((np.asarray(px) - minx) / cell, 0, lat.shape[1] - 1.001)
+            gy = np.clip((np.asarray(py) - miny) / cell, 0, lat.shape[0] - 1.001)
+            c, r = gx.astype(np.int64), gy.astype(np.int64)
+            fx, fy = gx - c, gy - r
+            v += weight * ((lat[r, c] * (1 - fx) + lat[r, c + 1] * fx) * (1 - fy)
+                           + (lat[r + 1, c] * (1 - fx) + lat[r + 1, c + 1] * fx) * fy)
+        return v
+
+    sample = field(rng.uniform(minx, maxx, 20_000), rng.uniform(miny, maxy, 20_000))
+    lo, hi = np.quantile(sample, [1.0 - min(share, 1.0), 0.995])
+
+    def herbs(px, py):
+        v = field(px, py)
+        return np.where(v > lo, 0.1 + 0.7 * np.clip((v - lo) / max(hi - lo, 1e-9), 0.0, 1.0), 0.0)
+
+    return herbs
 
 
 def write_las(
