@@ -96,8 +96,8 @@ class lmf(Parameters):
     window small enough for dense stands lets through.
 
     ``min_distance``: two stems 1.5 m apart do not both reach the canopy, but a window of
-    a few cells lets two tops of one rough crown through (a window of ``d`` cells reaches
-    ``(d - 1) / 2`` cells; on the real bcts tiles 6.4 % of the trees had a higher top
+    a few cells lets two tops of one rough crown through (on the real bcts tiles, with
+    windows rounded to odd cells, 6.4 % of the trees had a higher top
     closer than 1.5 m, none of lidR's or lasR's).  In both truth families no two visible
     tops are that close (stems are placed apart by their crowns), so suppressing the lower
     of such pairs changes no score there (bench/accuracy.py).

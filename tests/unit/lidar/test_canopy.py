@@ -185,8 +185,8 @@ def test_two_tops_closer_than_min_distance_are_one_tree():
 
 @pytest.mark.parametrize("res", [0.5, 0.75, 1.0])
 def test_the_window_reaches_the_same_metres_at_any_cell(res):
-    # a 3 m window reaches 1.5 m: a 12 m top 1.6 m from a 15 m one is found, one 1.4 m away is not,
-    # whatever the cell (rounded to odd cells the reach was 1.0, 0.75 and 1.0 m at these cells)
+    # a 3 m window reaches 1.5 m and no cell of it lies farther, whatever the cell (rounded to
+    # odd cells the reach of a 2.5 m window was 1.0, 0.75 and 1.0 m at these cells)
     reach = trees._reach_cells(3.0, np.array([10.0]), res)
     assert reach[0] * res == pytest.approx(1.5)
     fp = trees._footprint(float(reach[0]), "circular")
