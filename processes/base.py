@@ -33,6 +33,7 @@ class ScanInput:
     files: list[Path]
     crs: str | None               # CRS override given at upload, e.g. "EPSG:2992"
     crs_epsg: int | None          # CRS found at ingestion
+    first_density: float | None = None  # first returns per m² of its footprint, found at ingestion
 
 
 @dataclass
@@ -121,8 +122,11 @@ def scan_input(description: str = "Id of the scan to process") -> dict:
             "schema": {"type": "integer", "minimum": 1}}
 
 
-def number_input(title: str, description: str, default: float, minimum: float, maximum: float,
+def number_input(title: str, description: str, default: float | None, minimum: float, maximum: float,
                  exclusive_minimum: bool = False) -> dict:
-    schema: dict[str, Any] = {"type": "number", "default": default, "maximum": maximum}
+    """A number input; ``default`` None: none in the schema (the process chooses, and says how)."""
+    schema: dict[str, Any] = {"type": "number", "maximum": maximum}
+    if default is not None:
+        schema["default"] = default
     schema["exclusiveMinimum" if exclusive_minimum else "minimum"] = minimum
     return {"title": title, "description": description, "minOccurs": 0, "maxOccurs": 1, "schema": schema}

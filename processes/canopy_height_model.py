@@ -9,7 +9,7 @@ from .lidar_job import (CANOPY_INPUTS, COMMON_INPUTS, GROUND_INPUTS, ProductProc
 PROCESS_METADATA = metadata(
     "canopy-height-model", "Canopy height model",
     "Pit-free canopy height model (Khosravipour et al. 2014) of the height-normalised points.",
-    {**COMMON_INPUTS, **GROUND_INPUTS, **CANOPY_INPUTS, **resolution_input(0.5, "canopy height model")},
+    {**COMMON_INPUTS, **GROUND_INPUTS, **CANOPY_INPUTS, **resolution_input(None, "canopy height model")},
     {"chm": link_output("Canopy height model (COG)")})
 
 

@@ -9,7 +9,7 @@ from .lidar_job import (CANOPY_INPUTS, COMMON_INPUTS, GROUND_INPUTS, TREE_INPUTS
 PROCESS_METADATA = metadata(
     "detect-trees", "Detect trees",
     "Individual tree tops by a local maximum filter on the canopy height model (fixed or height-variable window).",
-    {**COMMON_INPUTS, **GROUND_INPUTS, **CANOPY_INPUTS, **TREE_INPUTS, **resolution_input(0.5, "canopy height model")},
+    {**COMMON_INPUTS, **GROUND_INPUTS, **CANOPY_INPUTS, **TREE_INPUTS, **resolution_input(None, "canopy height model")},
     {"trees": link_output("Trees")})
 
 

@@ -17,7 +17,8 @@ PROCESS_METADATA = metadata(
     "forest-inventory", "Forest inventory",
     "Ground, DTM, pit-free CHM, trees, crowns, grid metrics and plot metrics of a scan in one pass.",
     {**COMMON_INPUTS, **plots_input(),
-     "resolution": number_input("CHM resolution", "Cell size of the canopy height model (m)", Params.chm_res, 0.1, 10),
+     "resolution": number_input("CHM resolution", "Cell size of the canopy height model (m); default: from the "
+                                "scan's first-return spacing (0.5 m at 4 first returns/m² and more)", None, 0.1, 10),
      "dtm_resolution": number_input("DTM resolution", "Cell size of the terrain model (m)", Params.dtm_res, 0.25, 50),
      "metrics_resolution": number_input("Metrics resolution", "Cell size of the grid metrics (m)", Params.metrics_res,
                                         1, 1000),
@@ -34,11 +35,15 @@ class ForestInventoryProcessor(CanopyProcess):
 
     def run(self, inputs: dict, ctx: JobContext) -> Outcome:
         scan = ctx.scan(inputs["scan"])
-        fields = {"chm_res": float(inputs["resolution"]), "dtm_res": float(inputs["dtm_resolution"]),
-                  "metrics_res": float(inputs["metrics_resolution"])}
+        fields = {"dtm_res": float(inputs["dtm_resolution"]), "metrics_res": float(inputs["metrics_resolution"])}
+        if "resolution" in inputs:
+            fields["chm_res"] = float(inputs["resolution"])
         params = engine_params(inputs, **fields)
         opened = open_scan([str(f) for f in scan.files], crs=scan.crs)
         if opened.point_count > fanout_threshold():
+            # the tiles must share one CHM cell: chosen from the density measured at ingestion
+            # (a scan ingested before that was measured keeps the finest cell)
+            params = params.for_scan(scan.first_density or float("inf"))
             summary = self._fanned_out(ctx, scan, opened, params)
         else:
             summary = run_scan(ctx, scan, inputs, set(ALL_PRODUCTS), params, span=(0, 85))

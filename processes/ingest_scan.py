@@ -41,6 +41,7 @@ class IngestScanProcessor(CanopyProcess):
             "las_version": first["las_version"], "point_format": first["point_format"],
             "point_count": int(facts["point_count"]), "crs_epsg": facts["crs_epsg"], "crs_wkt": facts["crs_wkt"],
             "bounds_native": [float(v) for v in facts["bounds"]], "density_pts_m2": float(facts["density"]),
+            "first_returns_m2": float(facts["first_density"]),
             "classified_ground": None if None in ground else all(ground),
             "footprint_wkt4326": hull_4326.wkt,
         }

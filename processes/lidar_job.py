@@ -34,8 +34,11 @@ CROWN_INPUTS = {"crowns": algorithms.input_description("crowns")}
 ENGINE_INPUTS = ("tile_size", "buffer", *GROUND_INPUTS, *CANOPY_INPUTS, *TREE_INPUTS, *CROWN_INPUTS)
 
 
-def resolution_input(default: float, what: str) -> dict:
-    return {"resolution": number_input("Resolution", f"Cell size of the {what} (m)", default, 0.1, 100)}
+def resolution_input(default: float | None, what: str) -> dict:
+    """The ``resolution`` input; ``default`` None: the CHM cell chosen from the scan (:func:`.lidar.surface.chm_cell`)."""
+    chosen = "; default: from the scan's first-return spacing (0.5 m at 4 first returns/m² and more)"
+    return {"resolution": number_input("Resolution", f"Cell size of the {what} (m){chosen if default is None else ''}",
+                                       default, 0.1, 100)}
 
 
 def engine_params(inputs: dict, **fields: Any) -> Params:

@@ -10,7 +10,7 @@ PROCESS_METADATA = metadata(
     "segment-crowns", "Segment crowns",
     "Crowns of the detected trees by marker-controlled watershed or Dalponte 2016 region growing.",
     {**COMMON_INPUTS, **GROUND_INPUTS, **CANOPY_INPUTS, **TREE_INPUTS, **CROWN_INPUTS,
-     **resolution_input(0.5, "canopy height model")},
+     **resolution_input(None, "canopy height model")},
     {"trees": link_output("Trees"), "crowns": link_output("Crowns")})
 
 

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, help="LAS/LAZ/COPC files (tiles) of one scan")
     p.add_argument("--out", type=Path, help="output directory")
     p.add_argument("--crs", help="CRS override, e.g. EPSG:3005")
-    p.add_argument("--resolution", type=float, default=Params.chm_res, help="CHM cell size (m)")
+    p.add_argument("--resolution", type=float, default=Params.chm_res,
+                   help="CHM cell size (m); default: from the first-return spacing")
     p.add_argument("--dtm-resolution", type=float, default=Params.dtm_res)
     p.add_argument("--metrics-resolution", type=float, default=Params.metrics_res)
     p.add_argument("--tile-size", type=float, default=Params.tile_size)

@@ -51,6 +51,7 @@ def footprint(
     -------
     dict
         ``point_count``, ``area_m2`` (occupied area), ``density`` (points/m²),
+        ``first_density`` (first returns/m², which sets the CHM cell: :func:`.surface.chm_cell`),
         ``footprint`` (shapely Polygon/MultiPolygon in the scan's native CRS
         units), ``crs`` (pyproj CRS), ``crs_epsg``, ``crs_wkt``,
         ``bounds`` (native minx, miny, maxx, maxy), ``files`` (per-file inspect facts).
@@ -59,21 +60,15 @@ def footprint(
     prog = Progress(progress, total=max(scan.point_count, 1), label="footprint")
     if scan.point_count == 0:
         raise EmptyResult("the scan holds no points")
-    minx, miny, maxx, maxy = scan.bounds_m
-    area = max((maxx - minx) * (maxy - miny), 1.0)
-    cs = cell_size or max(OCCUPANCY_CELL, math.sqrt(area / MAX_CELLS))
-    ncol = int((maxx - minx) // cs) + 1
-    nrow = int((maxy - miny) // cs) + 1
-    counts = np.zeros(nrow * ncol, dtype=np.int64)
+    occ = Occupancy(scan.bounds_m, cell_size)
     n = 0
     for pts in iter_points(scan, xy_only=True):
-        c = np.clip(((pts.x - minx) // cs).astype(np.int64), 0, ncol - 1)
-        r = np.clip(((maxy - pts.y) // cs).astype(np.int64), 0, nrow - 1)
-        counts += np.bincount(r * ncol + c, minlength=nrow * ncol)
+        occ.add(pts.x, pts.y, pts.return_number)
         n += len(pts)
         prog.advance(len(pts), f"{n:,} points")
-    occupied = (counts > 0).reshape(nrow, ncol)
-    occupied_area = float(occupied.sum()) * cs * cs
+    occupied, cs = occ.occupied, occ.cell
+    minx, miny, maxx, maxy = scan.bounds_m
+    occupied_area = occ.area_m2
     # close 1-2 cell gaps between scan lines, fill holes smaller than ~10 cells
     mask = ndimage.binary_closing(np.pad(occupied, 2), iterations=2)[2:-2, 2:-2] | occupied
     holes = ndimage.binary_fill_holes(mask) & ~mask
@@ -94,6 +89,7 @@ def footprint(
         "point_count": n,
         "area_m2": occupied_area,
         "density": n / occupied_area if occupied_area else 0.0,
+        "first_density": occ.first_density,
         "footprint": geom,
         "crs": scan.crs.crs,
         "crs_epsg": scan.crs.epsg,
@@ -101,3 +97,40 @@ def footprint(
         "bounds": (minx / f, miny / f, maxx / f, maxy / f),
         "files": [sf.info for sf in scan.files],
     }
+
+
+class Occupancy:
+    """The cells of a grid over ``bounds`` (metres) that hold at least one point, filled
+    chunk by chunk: ``cell`` is 2 m, coarser for huge scans so the grid stays under 16 M
+    cells. The first returns are counted too (:attr:`first_density`)."""
+
+    def __init__(self, bounds: tuple[float, float, float, float], cell_size: float | None = None):
+        self.minx, self.miny, maxx, self.maxy = bounds
+        area = max((maxx - self.minx) * (self.maxy - self.miny), 1.0)
+        self.cell = cell_size or max(OCCUPANCY_CELL, math.sqrt(area / MAX_CELLS))
+        self.ncol = int((maxx - self.minx) // self.cell) + 1
+        self.nrow = int((self.maxy - self.miny) // self.cell) + 1
+        self._hit = np.zeros(self.nrow * self.ncol, dtype=bool)
+        self.first_returns = 0
+
+    def add(self, x: np.ndarray, y: np.ndarray, return_number: np.ndarray | None = None) -> None:
+        c = np.clip(((x - self.minx) // self.cell).astype(np.int64), 0, self.ncol - 1)
+        r = np.clip(((self.maxy - y) // self.cell).astype(np.int64), 0, self.nrow - 1)
+        self._hit[r * self.ncol + c] = True
+        if return_number is not None:
+            self.first_returns += int(np.count_nonzero(return_number <= 1))
+
+    @property
+    def occupied(self) -> np.ndarray:
+        return self._hit.reshape(self.nrow, self.ncol)
+
+    @property
+    def area_m2(self) -> float:
+        return float(self._hit.sum()) * self.cell * self.cell
+
+    @property
+    def first_density(self) -> float:
+        """First returns per m² of occupied area (0 for an empty grid)."""
+        area = self.area_m2
+        return self.first_returns / area if area else 0.0
+

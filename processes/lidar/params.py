@@ -10,7 +10,7 @@ from . import algorithms
 from .crowns import dalponte2016, watershed
 from .errors import InvalidParameter
 from .ground import csf, ivf, sor
-from .surface import p2r, pitfree
+from .surface import chm_cell, p2r, pitfree
 from .terrain import knnidw, tin
 from .trees import lmf
 
@@ -26,10 +26,13 @@ class Params:
     average (DTM RMSE on the independent steep stand 0.124 m at 1 m, 0.021 m at 0.5 m; 0.131
     and 0.046 m when the engine classifies the ground itself), for four times the cells of a
     raster that costs little to write.
+
+    ``chm_res`` None: chosen from the scan's first-return spacing when a run starts
+    (:func:`.surface.chm_cell`, 0.5 m at 4 first returns/m² and more); the summary records it.
     """
 
     dtm_res: float = 0.5
-    chm_res: float = 0.5
+    chm_res: float | None = None
     metrics_res: float = 20.0
     rumple_res: float = 1.0
     tile_size: float = 250.0
@@ -44,9 +47,18 @@ class Params:
     trees: lmf = lmf()
     crowns: watershed | dalponte2016 = watershed()
 
+    def for_scan(self, first_density: float) -> "Params":
+        """These parameters with the CHM cell of a scan of ``first_density`` first returns
+        per m² when it is not given (see :func:`.surface.chm_cell`)."""
+        if self.chm_res is not None:
+            return self
+        return replace(self, chm_res=chm_cell(first_density, self.metrics_res))
+
     def check(self) -> None:
         for name in ("dtm_res", "chm_res", "metrics_res", "rumple_res", "tile_size"):
             v = getattr(self, name)
+            if v is None and name == "chm_res":
+                continue
             if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
                 raise InvalidParameter(f"{name} must be a positive number, got {v!r}")
         if not (self.buffer >= 0):
@@ -56,6 +68,8 @@ class Params:
             raise InvalidParameter(f"buffer ({self.buffer} m) must be at least the TIN's max_radius ({reach} m) "
                                    "for tiles to match the whole scan")
         for name in ("dtm_res", "chm_res", "rumple_res"):
+            if getattr(self, name) is None:
+                continue
             r = self.metrics_res / getattr(self, name)
             if abs(r - round(r)) > 1e-9:
                 raise InvalidParameter(f"metrics_res ({self.metrics_res}) must be a multiple of {name}")
@@ -76,6 +90,8 @@ class Params:
         for key, v in given.items():
             if key in algorithms.FAMILIES:
                 changes[key] = algorithms.build(key, v)
+            elif key == "chm_res" and v is None:
+                changes[key] = None
             elif key in NUMBERS:
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise InvalidParameter(f"{key} must be a number, got {v!r}")

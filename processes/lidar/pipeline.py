@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, Sequence
 
 from .assemble import Assembler
 from .errors import EmptyResult, InvalidParameter, NoGroundPoints
+from .footprint import Occupancy
 from .params import Params
 from .progress import Progress, ProgressFn
 from .read import PathLike, open_scan, read_points
@@ -89,7 +90,8 @@ def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, p
         raise EmptyResult("the scan holds no points")
     mg, cores = plan_tiles(scan.bounds_m, params)
     tmp = Path(tempfile.mkdtemp(prefix="canopy-tiles-", dir=workdir))
-    asm = Assembler(scan, mg, params, out, products)
+    occupancy = Occupancy(scan.bounds_m)
+    asm = None
     timings: dict[str, float] = {}
     pool = _tile_pool(jobs, len(cores))
     try:
@@ -99,13 +101,19 @@ def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, p
             prog.set(2, "reading points")
             pts = read_points(scan)
             timings["read"] = time.perf_counter() - t
+            occupancy.add(pts.x, pts.y, pts.return_number)
+            params = params.for_scan(occupancy.first_density)
+            asm = Assembler(scan, mg, params, out, products)
             if len(pts):
                 asm.add(process_tile(pts, cores[0], params, products))
             del pts
         else:
             buckets = bucket_points(scan, cores, params.buffer, tmp,
-                                    prog.slice(0.02, 0.25, scan.point_count, "reading"))
+                                    prog.slice(0.02, 0.25, scan.point_count, "reading"),
+                                    observe=lambda p: occupancy.add(p.x, p.y, p.return_number))
             timings["read"] = time.perf_counter() - t
+            params = params.for_scan(occupancy.first_density)
+            asm = Assembler(scan, mg, params, out, products)
             tasks = [(b, c, params, products) for b, c in zip(buckets, cores)]
             for i, r in enumerate(_tile_results(tasks, pool)):
                 if r is not None:
@@ -119,7 +127,8 @@ def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, p
         paths = asm.finish()
         timings["write"] = time.perf_counter() - t
     except BaseException:
-        asm.abort()
+        if asm is not None:
+            asm.abort()
         raise
     finally:
         if pool is not None:
@@ -139,7 +148,7 @@ def run(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None, p
 
 
 def inventory(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=None,
-              resolution: float = Params.chm_res, dtm_resolution: float = Params.dtm_res,
+              resolution: float | None = Params.chm_res, dtm_resolution: float = Params.dtm_res,
               metrics_resolution: float = Params.metrics_res, tile_size: float = Params.tile_size,
               buffer: float = Params.buffer, progress: ProgressFn | None = None, params: Params | None = None,
               jobs: int = 1, **overrides) -> dict:
@@ -157,8 +166,8 @@ def inventory(inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, crs=N
     out_dir : path
     crs : CRS-like, optional
         Override for files without a usable CRS.
-    resolution : float
-        CHM cell size (m).
+    resolution : float, optional
+        CHM cell size (m); None: from the scan's first-return spacing (:func:`.surface.chm_cell`).
     dtm_resolution, metrics_resolution : float
         DTM and grid-metrics cell sizes (m).
     tile_size, buffer : float

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import crowns as crownsmod
 from . import metrics as metricsmod
-from .errors import NoGroundPoints
+from .errors import InvalidParameter, NoGroundPoints
 from .footprint import OCCUPANCY_CELL
 from .grid import Grid, Raster
 from .ground import classify_ground, classify_noise, drop_noise
@@ -86,7 +86,7 @@ def ground_and_heights(points: Points, params: Params, buffer: float = 0.0, laps
     return pts, model, norm
 
 
-def process_tile(points: Points, core: Bounds, params: Params = Params(),
+def process_tile(points: Points, core: Bounds, params: Params,
                  products: Iterable[str] = ALL_PRODUCTS) -> TileResult:
     """Run every step on the points of one buffered tile and keep the core's share.
 
@@ -97,8 +97,11 @@ def process_tile(points: Points, core: Bounds, params: Params = Params(),
     core : (minx, miny, maxx, maxy)
         The tile's core on the metrics lattice.
     params : Params
+        With the scan's CHM cell (:meth:`.params.Params.for_scan`): every tile of a scan shares it.
     products : subset of {"dtm", "chm", "trees", "crowns", "grid_metrics"}
     """
+    if params.chm_res is None:
+        raise InvalidParameter("the CHM cell is chosen per scan (Params.for_scan) before its tiles run")
     products = set(products)
     res = TileResult(core=core)
     laps = _Laps(res.timings)

@@ -8,6 +8,7 @@ A tile can also read its own points directly (:func:`read_tile`), on another wor
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -49,13 +50,16 @@ def in_core(x: np.ndarray, y: np.ndarray, core: Bounds) -> np.ndarray:
 
 
 def bucket_points(scan: Scan, cores: list[Bounds], buffer: float, workdir: Path,
-                  progress: Progress | None = None) -> list[Path]:
-    """Stream the scan once, appending each point to every buffered tile holding it."""
+                  progress: Progress | None = None, observe: Callable[[Points], None] | None = None) -> list[Path]:
+    """Stream the scan once, appending each point to every buffered tile holding it
+    (and showing each chunk to ``observe``)."""
     paths = [workdir / f"tile_{i:05d}.bin" for i in range(len(cores))]
     handles: dict[int, object] = {}
     bb = np.array([buffered(c, buffer) for c in cores])
     try:
         for pts in iter_points(scan):
+            if observe is not None:
+                observe(pts)
             cx0, cy0, cx1, cy1 = pts.x.min(), pts.y.min(), pts.x.max(), pts.y.max()
             hit = np.flatnonzero((bb[:, 0] <= cx1) & (bb[:, 2] >= cx0) & (bb[:, 1] <= cy1) & (bb[:, 3] >= cy0))
             for i in hit:

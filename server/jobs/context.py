@@ -66,7 +66,8 @@ class WorkerContext:
 
     def scan(self, scan_id: int) -> ScanInput:
         with get_pool().connection() as conn:
-            row = conn.execute("SELECT id, project_id, crs_epsg, status, crs_override FROM scans WHERE id = %s",
+            row = conn.execute("SELECT id, project_id, crs_epsg, status, crs_override, first_returns_m2 FROM scans "
+                               "WHERE id = %s",
                                (scan_id,)).fetchone()
             files = conn.execute("SELECT storage_uri FROM scan_files WHERE scan_id = %s ORDER BY id",
                                  (scan_id,)).fetchall()
@@ -75,7 +76,7 @@ class WorkerContext:
         if not files:
             raise ProcessInputError(f"scan {scan_id} has no files yet (status {row[3]})")
         return ScanInput(id=row[0], project_id=row[1], files=[self.storage.fetch(f[0]) for f in files],
-                         crs=row[4], crs_epsg=row[2])
+                         crs=row[4], crs_epsg=row[2], first_density=row[5])
 
     def run(self, run_id: str) -> RunInput:
         """A run of this job's project, or of one its owner may read (checked again here:

@@ -25,8 +25,9 @@ FANOUT_ENV = {"CANOPY_FANOUT_POINTS": "1000", "CANOPY_JOB_STALE": "3", "CANOPY_R
 
 @pytest.fixture(scope="module")
 def big(server, db_url, tmp_path_factory):
-    """A 200 m x 200 m forest in four files (one per quadrant), as an uploaded scan."""
-    points, _ = make_forest("open", size=200, seed=9)
+    """A 200 m x 200 m forest in four files (one per quadrant), as an uploaded scan; sparse
+    (2.5 pulses/m²), so that its CHM cell is chosen coarser than the finest (0.8 m)."""
+    points, _ = make_forest("open", size=200, seed=9, density=2.5)
     storage = Path(server.log).parent / "storage"
     with psycopg.connect(db_url, autocommit=True) as conn:
         project = conn.execute("INSERT INTO projects (name) VALUES ('fan-out') RETURNING id").fetchone()[0]
@@ -79,6 +80,8 @@ def _assert_same_as_single_machine(server, db_url, big, results, job_id: str) ->
         assert conn.execute("SELECT count(*) FROM rasters WHERE run_id IN (SELECT identifier FROM jobs "
                             "WHERE parent_id = %s)", (job_id,)).fetchone()[0] == 0
     with rasterio.open(storage / chm_key) as fanned, rasterio.open(big["summary"]["products"]["chm"]) as single:
+        # one CHM cell for every tile, chosen from the density measured at ingestion
+        assert fanned.res == single.res == (0.8, 0.8)
         assert fanned.transform == single.transform and fanned.shape == single.shape
         a, b = fanned.read(1), single.read(1)
         both = np.isfinite(a) & np.isfinite(b)

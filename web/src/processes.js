@@ -102,6 +102,7 @@ function widget(name, schema, desc, { required = false, path = name } = {}) {
     if (schema.minimum !== undefined) input.min = String(schema.minimum);
     if (schema.maximum !== undefined) input.max = String(schema.maximum);
     if (def !== undefined && def !== null) input.value = String(def);
+    else if (!required) input.placeholder = "auto";  // the process chooses (its description says how)
     input.required = required;
     const ex = schema.exclusiveMinimum;
     input.addEventListener("input", () => {

@@ -208,3 +208,25 @@ def test_no_published_tree_is_lower_than_hmin(tmp_path):
     assert len(h) and h.min() >= trees.lmf().hmin
     # per-ha figures on the footprint (2 m cells holding a point), not on the 0.5 m cells of a sparse scan
     assert s["area_ha"] == pytest.approx(0.36, rel=0.03)
+
+
+@pytest.mark.parametrize("first_density, metrics_res, cell", [(12.0, 20.0, 0.5), (4.0, 20.0, 0.5), (2.0, 20.0, 0.8),
+                                                              (2.0, 10.0, 1.0), (1.0, 20.0, 1.0), (0.3, 20.0, 2.0)])
+def test_the_chm_cell_holds_a_first_return_on_average(first_density, metrics_res, cell):
+    assert surface.chm_cell(first_density, metrics_res) == cell
+
+
+@pytest.mark.parametrize("density, cell", [(20.0, 0.5), (1.2, 1.0)])
+def test_a_run_picks_the_chm_cell_from_the_scan_and_records_it(tmp_path, density, cell):
+    import rasterio
+
+    from processes.lidar.pipeline import inventory
+    from processes.lidar.synthetic import make_forest, write_las
+
+    pts, _ = make_forest("open", size=60.0, density=density, seed=4)
+    s = inventory([write_las(tmp_path / "s.laz", pts)], tmp_path / "out", tile_size=60.0, buffer=20.0)
+    assert s["params"]["chm_res"] == cell and s["resolutions"]["chm"] == cell
+    with rasterio.open(s["products"]["chm"]) as ds:
+        assert ds.res == pytest.approx((cell, cell))
+    forced = inventory([tmp_path / "s.laz"], tmp_path / "forced", tile_size=60.0, buffer=20.0, resolution=0.8)
+    assert forced["params"]["chm_res"] == 0.8

@@ -186,8 +186,10 @@ def test_a_large_raster_gets_internal_overviews(tmp_path):
 def test_one_tile_alone_then_merge(scan_files, runs, tmp_path):
     """The fan-out path: each tile read and processed on its own, results merged afterwards."""
     whole, parts, _, _ = scan_files
-    params = Params(tile_size=40, buffer=20, metrics_res=20)
     scan = open_scan(parts)
+    # the CHM cell is chosen once for the scan, before its tiles go out (as forest-inventory does)
+    params = Params(tile_size=40, buffer=20, metrics_res=20).for_scan(footprint(parts)["first_density"])
+    assert params.chm_res == 0.5
     _, cores = plan_tiles(scan.bounds_m, params)
     saved = []
     for i, core in enumerate(cores):
