@@ -417,3 +417,41 @@ def test_a_project_name_must_be_a_non_empty_string(server, make_user):
     r = requests.patch(f"{server}/projects/{made.json()['id']}", json={"name": {}}, headers=auth)
     assert r.status_code == 400
     assert requests.get(f"{server}/projects/{made.json()['id']}", headers=auth).json()["name"] == "stands 2026"
+
+
+# -- issue 30: text PostgreSQL cannot store, the last admin, callbacks, odd tokens -----------------
+
+def test_lone_surrogates_are_a_400_on_every_route(server, world, admin_headers):
+    """JSON's "\\ud800" decodes to a lone UTF-16 surrogate, which no UTF-8 text (nor PostgreSQL)
+    holds: one check where the body is read (server/inputs.py) answers 400 for every route."""
+    owner, pid = world["users"]["owner"], world["private"]["project"]
+    geo = {"Content-Type": "application/geo+json", **owner}
+    feature = {"type": "Feature", "properties": {"project_id": pid, "name": "\ud800"},
+               "geometry": {"type": "Polygon", "coordinates": [[[30, 30], [30.01, 30], [30.01, 30.01], [30, 30]]]}}
+    cases = [("POST", "/auth/token", {"username": "\ud800", "password": "x"}, {"X-Forwarded-For": "10.8.8.9"}),
+             ("POST", "/auth/token", {"username": "a", "password": "\udfff"}, {"X-Forwarded-For": "10.8.8.9"}),
+             ("POST", "/admin/users", {"username": "\ud800", "password": "long enough"}, admin_headers),
+             ("POST", "/projects", {"name": "x\ud83d"}, owner),
+             ("PATCH", f"/projects/{pid}", {"name": "\ud800"}, owner),
+             ("POST", "/auth/tokens", {"name": "\ud800"}, owner),
+             ("POST", "/processes/echo/execution", {"inputs": {"message": "\ud800"}}, owner),
+             ("POST", "/processes/echo/execution", {"inputs": {"\ud800": "x"}}, owner),
+             ("POST", "/collections/plots/items", feature, geo),
+             ("POST", "/collections/plots/items", {"op": "=", "args": [{"property": "name"}, "\ud800"]}, owner)]
+    for method, path, body, headers in cases:
+        r = requests.request(method, server + path, data=json.dumps(body),
+                             headers={"Content-Type": "application/json", **headers})
+        assert r.status_code == 400, (path, body, r.status_code, r.text)
+        assert r.headers["Content-Type"] == "application/problem+json"
+        assert "surrogate U+D" in r.json()["detail"], r.text
+    # the same character sent as raw (invalid) UTF-8 bytes, which Python's JSON decoder lets through
+    r = requests.post(f"{server}/auth/token", data=b'{"username": "\xed\xa0\x80", "password": "x"}',
+                      headers={"Content-Type": "application/json", "X-Forwarded-For": "10.8.8.9"})
+    assert r.status_code == 400 and "surrogate U+D800" in r.json()["detail"], r.text
+    # any JSON media type a route reads (`+json`) is checked as well
+    r = requests.post(f"{server}/auth/token", data=b'{"username": "\\ud800", "password": "x"}',
+                      headers={"Content-Type": "application/vnd.example+json", "X-Forwarded-For": "10.8.8.9"})
+    assert r.status_code == 400 and "surrogate U+D800" in r.json()["detail"], r.text
+    # a surrogate pair (an emoji) is one valid character: stored as sent
+    made = requests.post(f"{server}/projects", json={"name": "pines \U0001F332"}, headers=owner)
+    assert made.status_code == 201 and made.json()["name"] == "pines \U0001F332", made.text
