@@ -455,3 +455,14 @@ def test_lone_surrogates_are_a_400_on_every_route(server, world, admin_headers):
     # a surrogate pair (an emoji) is one valid character: stored as sent
     made = requests.post(f"{server}/projects", json={"name": "pines \U0001F332"}, headers=owner)
     assert made.status_code == 201 and made.json()["name"] == "pines \U0001F332", made.text
+
+
+@pytest.mark.parametrize("host", ["[::127.0.0.1]", "[::ffff:127.0.0.1]", "[::ffff:10.0.0.1]", "[64:ff9b::7f00:1]",
+                                  "[64:ff9b::a9fe:a9fe]", "[64:ff9b:1::808:808]", "[2002:7f00:1::]",
+                                  "[2002:a00:1::1]", "[2001:0:4136:e378:8000:63bf:80ff:fffe]"])
+def test_callbacks_refuse_ipv6_forms_of_inside_addresses(server, world, host):
+    """IPv4-compatible, mapped, NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48), 6to4
+    and Teredo addresses carry an IPv4 address; one inside the network is refused."""
+    r = requests.post(f"{server}/processes/echo/execution", headers=world["users"]["owner"],
+                      json={"inputs": {"message": "x"}, "subscriber": {"successUri": f"http://{host}/cb"}})
+    assert r.status_code == 400 and "inside the network" in r.json()["detail"], r.text
