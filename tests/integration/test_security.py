@@ -457,6 +457,40 @@ def test_lone_surrogates_are_a_400_on_every_route(server, world, admin_headers):
     assert made.status_code == 201 and made.json()["name"] == "pines \U0001F332", made.text
 
 
+def test_the_last_active_admin_can_be_neither_demoted_nor_deactivated(tmp_path):
+    """A server of its own: the suite's shared database holds many administrators."""
+    from bench.stack import add_user
+    from tests.conftest import private_services, running_server, token_of
+    with private_services("last-admin", "first-admin", role="admin") as (_pg, _rd, db, redis_url, first):
+        with running_server((db, redis_url), tmp_path) as base:
+            auth = {"Authorization": f"Bearer {token_of(base, 'first-admin')}"}
+            second = add_user(db, "second-admin", PASSWORD, "admin")
+            # two admins: either may be demoted
+            r = requests.patch(f"{base}/admin/users/{second}", json={"role": "analyst"}, headers=auth)
+            assert r.status_code == 200 and r.json()["role"] == "analyst", r.text
+            for change in ({"role": "analyst"}, {"role": "viewer", "password": "a new password"},
+                           {"active": False}, {"role": "admin", "active": False}):
+                r = requests.patch(f"{base}/admin/users/{first}", json=change, headers=auth)
+                assert r.status_code == 409, (change, r.text)
+                assert r.headers["Content-Type"] == "application/problem+json"
+                assert "last active administrator" in r.json()["detail"], r.text
+            # nothing changed: the admin still signs in with the old password and administers
+            auth = {"Authorization": f"Bearer {token_of(base, 'first-admin')}"}
+            users = requests.get(f"{base}/admin/users", headers=auth).json()["users"]
+            assert [(u["id"], u["role"], u["active"]) for u in users if u["id"] == first] == [(first, "admin", True)]
+            # changes that keep an administrator are fine; so is demoting once another is active
+            assert requests.patch(f"{base}/admin/users/{first}", json={"role": "admin", "active": True},
+                                  headers=auth).status_code == 200
+            assert requests.patch(f"{base}/admin/users/{second}", json={"role": "admin"},
+                                  headers=auth).status_code == 200
+            r = requests.patch(f"{base}/admin/users/{first}", json={"active": False}, headers=auth)
+            assert r.status_code == 200 and r.json()["active"] is False, r.text
+            # a disabled admin is no administrator: the remaining active one is the last
+            auth = {"Authorization": f"Bearer {token_of(base, 'second-admin')}"}
+            r = requests.patch(f"{base}/admin/users/{second}", json={"role": "viewer"}, headers=auth)
+            assert r.status_code == 409 and "last active administrator" in r.json()["detail"], r.text
+
+
 @pytest.mark.parametrize("host", ["[::127.0.0.1]", "[::ffff:127.0.0.1]", "[::ffff:10.0.0.1]", "[64:ff9b::7f00:1]",
                                   "[64:ff9b::a9fe:a9fe]", "[64:ff9b:1::808:808]", "[2002:7f00:1::]",
                                   "[2002:a00:1::1]", "[2001:0:4136:e378:8000:63bf:80ff:fffe]"])
@@ -466,3 +500,25 @@ def test_callbacks_refuse_ipv6_forms_of_inside_addresses(server, world, host):
     r = requests.post(f"{server}/processes/echo/execution", headers=world["users"]["owner"],
                       json={"inputs": {"message": "x"}, "subscriber": {"successUri": f"http://{host}/cb"}})
     assert r.status_code == 400 and "inside the network" in r.json()["detail"], r.text
+
+
+def test_creating_a_project_refuses_unknown_and_read_only_members(server, make_user):
+    auth = {"Authorization": f"Bearer {make_user('analyst').token}"}
+    for extra in ({"id": 1}, {"created_by": 1}, {"created_at": "2020-01-01T00:00:00Z"}, {"colour": "red"}):
+        r = requests.post(f"{server}/projects", json={"name": "p", **extra}, headers=auth)
+        assert r.status_code == 400, (extra, r.text)
+        assert f"cannot set {next(iter(extra))}" in r.json()["detail"], r.text
+    # PATCH words it the same way
+    made = requests.post(f"{server}/projects", json={"name": "p", "visibility": "public"}, headers=auth)
+    assert made.status_code == 201, made.text
+    r = requests.patch(f"{server}/projects/{made.json()['id']}", json={"created_by": 1}, headers=auth)
+    assert r.status_code == 400 and "cannot set created_by" in r.json()["detail"], r.text
+
+
+def test_the_readme_names_the_members_routes_that_exist(server):
+    from tests.conftest import ROOT
+    readme = (ROOT / "README.md").read_text()
+    paths = requests.get(f"{server}/openapi?f=json").json()["paths"]
+    assert "post" not in paths["/projects/{projectId}/members"]
+    assert "POST /projects/{id}/members" not in readme
+    assert "PUT /projects/{id}/members/{user_id}" in readme and "put" in paths["/projects/{projectId}/members/{userId}"]
