@@ -502,6 +502,15 @@ def test_callbacks_refuse_ipv6_forms_of_inside_addresses(server, world, host):
     assert r.status_code == 400 and "inside the network" in r.json()["detail"], r.text
 
 
+def test_a_token_whose_subject_is_not_a_user_id_is_a_401(server):
+    for sub in ("admin", "1.5", " 7", "١", "99999999999999999999", ""):
+        token = jwt.encode(_claims(server, sub=sub), SECRET, algorithm="HS256")
+        r = requests.get(f"{server}/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401, (sub, r.text)
+        assert r.headers["Content-Type"] == "application/problem+json"
+        assert "subject" in r.json()["detail"], r.text
+
+
 def test_creating_a_project_refuses_unknown_and_read_only_members(server, make_user):
     auth = {"Authorization": f"Bearer {make_user('analyst').token}"}
     for extra in ({"id": 1}, {"created_by": 1}, {"created_at": "2020-01-01T00:00:00Z"}, {"colour": "red"}):
