@@ -1,11 +1,13 @@
 """What a request's URL and JSON body may hold, checked once for every route before it runs.
 
 - Text never carries control characters (U+0000–U+001F but tab, line feed and carriage
-  return; U+007F–U+009F): PostgreSQL cannot store NUL, and no name, id, filter or value
-  of ours has them. A path holding one names nothing (404); a query parameter or a
-  string anywhere in a JSON body is a 400. Checking here covers every place text goes
-  on to PostgreSQL (login, users, projects, feature properties, property filters, CQL2,
-  process inputs) with one rule.
+  return; U+007F–U+009F) nor lone UTF-16 surrogates (JSON's "\ud800" decodes to one, and
+  so do the raw bytes ED A0 80): PostgreSQL cannot store NUL or a surrogate, and no name,
+  id, filter or value of ours has them. A path holding any control character (tab, line
+  feed and carriage return included) names nothing (404); a query parameter or a string
+  anywhere in a JSON body is a 400. Checking here covers every place text goes on to
+  PostgreSQL (login, users, projects, tokens, feature properties, property filters,
+  CQL2, process inputs) with one rule.
 - Row ids in Canopy's URLs are ASCII integers: the `<id:…>` converter (werkzeug's `int`
   matches any Unicode digit, e.g. "١"); pygeoapi's item routes go through the
   provider's `parse_id`, the same rule.
@@ -32,6 +34,8 @@ from providers.schema import ID_PATTERN, parse_id
 from .errors import BadRequest, NotFound
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")     # a path holds not even tab, LF or CR
+_SURROGATE = re.compile(r"[\ud800-\udfff]")              # half of a UTF-16 pair: not a character
 ROW_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}   # providers.schema.parse_id, as a JSON Schema
 # the same rule as JSON Schema patterns (OpenAPI): any text, and text that is not blank (names)
 _TEXT_CHAR = f"[^{_CONTROL.pattern[1:-1]}]"
@@ -52,10 +56,14 @@ def control_character(text: str) -> str | None:
 
 
 def check_text(text: str, what: str) -> str:
-    """`text` unchanged; a 400 naming `what` if it holds a control character."""
+    """`text` unchanged; a 400 naming `what` if it holds a control character or a lone surrogate."""
     char = control_character(text)
     if char is not None:
         raise BadRequest(f"{what} contains the control character {char}; text may not hold any")
+    surrogate = _SURROGATE.search(text)
+    if surrogate is not None:
+        raise BadRequest(f"{what} contains the lone surrogate U+{ord(surrogate.group()):04X}, which is not a "
+                         "character; send valid Unicode text")
     return text
 
 
@@ -100,7 +108,7 @@ class IdConverter(BaseConverter):
 
 
 def _check_url() -> None:
-    if control_character(request.path):
+    if _PATH_CONTROL.search(request.path):
         raise NotFound(f"nothing at {request.path!r}: a path holds no control characters")
     for name, value in request.args.items(multi=True):
         check_text(name, "a query parameter name")
@@ -159,7 +167,7 @@ def json_depth(value: Any) -> int:
 
 
 def _check_json_body() -> None:
-    if request.mimetype not in _JSON_TYPES:
+    if not request.is_json and request.mimetype not in _JSON_TYPES:   # is_json: what get_json() reads
         return
     raw = request.get_data(cache=True)       # cached: the route reads the same bytes
     if not raw:

@@ -36,8 +36,9 @@ _USER = {"type": "object", "properties": {"username": _NAME,
                                           "password": NEW_PASSWORD,
                                           "role": {"type": "string", "enum": ["admin", "analyst", "viewer"]},
                                           "active": {"type": "boolean"}}}
-_PROJECT = {"type": "object", "properties": {"name": {"type": "string", "pattern": NAME_PATTERN},
-                                             "visibility": {"type": "string", "enum": ["public", "private"]}}}
+_PROJECT = {"type": "object", "additionalProperties": False,      # id, created_by, created_at: 400 (views.py)
+            "properties": {"name": {"type": "string", "pattern": NAME_PATTERN},
+                           "visibility": {"type": "string", "enum": ["public", "private"]}}}
 _MEMBER = {"type": "object", "required": ["role"],
            "properties": {"role": {"type": "string", "enum": ["owner", "editor", "viewer"]}}}
 _PID, _UID = _int_param("projectId"), _int_param("userId")

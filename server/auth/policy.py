@@ -7,7 +7,8 @@
   counts and paging only ever see what the caller may see;
 - an object the caller may not see answers 404, exactly like a missing one;
 - a personal access token narrows its user's rights: to one project (others are as
-  missing) and/or to reading (every write is a 403).
+  missing, and what belongs to no project — a new project, a job of no project — is a
+  403) and/or to reading (every write is a 403).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from db.pool import get_pool
 from ..errors import Forbidden, NotFound, Unauthorized
 
 __all__ = ["Principal", "visible_projects", "writable_projects", "current", "require_user",
-           "require_admin", "check_token_limits", "project_role", "require_project", "can_read", "can_write", "can_manage"]
+           "require_admin", "require_unscoped", "check_token_limits", "project_role", "require_project",
+           "can_read", "can_write", "can_manage"]
 
 READ, WRITE, MANAGE = "read", "write", "manage"
 _RANK = {"viewer": 1, "editor": 2, "owner": 3}
@@ -44,6 +46,16 @@ def require_admin() -> Principal:
     if not principal.is_admin:
         raise Forbidden("only administrators may do this" if principal.role != "admin"
                         else "a token scoped to one project cannot administer the server")
+    return principal
+
+
+def require_unscoped(action: str) -> Principal:
+    """The caller, unless their token is held to one project: what belongs to no project
+    (a new project, a job of no project) lies outside it (403)."""
+    principal = require_user()
+    if principal.project_scope is not None:
+        raise Forbidden(f"this personal access token is scoped to project {principal.project_scope}: "
+                        f"it cannot {action}")
     return principal
 
 

@@ -23,6 +23,7 @@ from jwt.exceptions import PyJWTError
 
 from db.access import Principal
 from db.pool import get_pool
+from providers.schema import parse_id
 
 from ..errors import ServiceUnavailable, Unauthorized
 from ..settings import Settings, check_jwt_secret
@@ -101,9 +102,13 @@ def _principal(claims: dict) -> Principal | None:
     settings = current_app.config["CANOPY_SETTINGS"]
     if settings.oidc_issuer and claims.get("iss") == settings.oidc_issuer:
         return oidc.user_for(settings, claims)
+    try:
+        user_id = parse_id(str(claims.get("sub")))
+    except ValueError:
+        _reject("the token's subject is not a user id")
     with get_pool().connection() as conn:
         row = conn.execute("SELECT id, role, active, token_epoch FROM users WHERE id = %s",
-                           (int(claims["sub"]),)).fetchone()
+                           (user_id,)).fetchone()
     if row is None or not row[2] or row[3] != claims.get("epoch"):
         return None
     return Principal(user_id=row[0], role=row[1])

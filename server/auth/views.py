@@ -24,13 +24,18 @@ _MEMBER_ROLES = ("owner", "editor", "viewer")
 _DUMMY_HASH = _hasher.hash("not a real password")
 
 
-def _body(*required: str) -> dict:
+def _body(*required: str, allowed: tuple[str, ...] | None = None) -> dict:
+    """The request's JSON object with the `required` members, and no member outside
+    `allowed` (when given: an id, an owner or a time is the server's to set)."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise BadRequest("send a JSON object")
     missing = [k for k in required if k not in data]
     if missing:
         raise BadRequest(f"missing: {', '.join(missing)}")
+    unknown = sorted(set(data) - set(allowed)) if allowed is not None else []
+    if unknown:
+        raise BadRequest(f"cannot set {', '.join(unknown)}; send only {', '.join(allowed)}")
     return data
 
 
@@ -93,8 +98,9 @@ def me():
     principal = policy.require_user()
     with get_pool().connection() as conn:
         row = conn.execute(f"SELECT {_USER_COLS} FROM users WHERE id = %s", (principal.user_id,)).fetchone()
-        projects = conn.execute("SELECT project_id, role FROM project_members WHERE user_id = %s ORDER BY 1",
-                                (principal.user_id,)).fetchall()
+        projects = conn.execute("SELECT project_id, role FROM project_members WHERE user_id = %s "
+                                "AND project_id = coalesce(%s, project_id) ORDER BY 1",   # a scoped token: its one
+                                (principal.user_id, principal.project_scope)).fetchall()
     return jsonify(**_user_json(row), projects=[{"id": p, "role": r} for p, r in projects])
 
 
@@ -147,9 +153,24 @@ def create_user():
     return jsonify(_user_json(row)), 201
 
 
+def _keep_an_admin(conn, user_id: int, data: dict) -> None:
+    """409 when `data` would take the last active administrator's role or active flag away:
+    nobody could administer the server any more. The active administrators' rows are locked
+    until the change commits, so two administrators demoting each other at once cannot both
+    succeed."""
+    if data.get("role", "admin") == "admin" and data.get("active", True):
+        return
+    admins = [r[0] for r in conn.execute("SELECT id FROM users WHERE role = 'admin' AND active "
+                                         "ORDER BY id FOR UPDATE")]
+    if admins == [user_id]:
+        raise Conflict(f"user {user_id} is the last active administrator: make another user an "
+                       "administrator before demoting or deactivating this one")
+
+
 @bp.patch("/admin/users/<id:user_id>")
 def update_user(user_id: int):
-    """Role, active flag or password of a user; password and deactivation revoke tokens."""
+    """Role, active flag or password of a user; password and deactivation revoke tokens.
+    The last active administrator stays one (409)."""
     policy.require_admin()
     data = _body()
     sets, args = [], []
@@ -167,7 +188,8 @@ def update_user(user_id: int):
         raise BadRequest("nothing to change: role, active or password")
     if "password" in data or data.get("active") is False:
         sets.append("token_epoch = token_epoch + 1")
-    with get_pool().connection() as conn:
+    with get_pool().connection() as conn, conn.transaction():
+        _keep_an_admin(conn, user_id, data)
         row = conn.execute(f"UPDATE users SET {', '.join(sets)} WHERE id = %s RETURNING {_USER_COLS}",
                            (*args, user_id)).fetchone()
     if row is None:
@@ -183,6 +205,7 @@ def _project_json(row) -> dict:
 
 
 _PROJECT_COLS = "id, name, visibility, created_by, created_at"
+_PROJECT_FIELDS = ("name", "visibility")     # what a client sets; id, created_by and created_at are ours
 
 
 @bp.get("/projects")
@@ -202,10 +225,10 @@ def _project_name(name: object) -> str:
 
 @bp.post("/projects")
 def create_project():
-    principal = policy.require_user()
+    principal = policy.require_unscoped("create projects")
     if principal.role not in ("admin", "analyst"):
         raise Forbidden("only analysts and administrators create projects")
-    data = _body("name")
+    data = _body("name", allowed=_PROJECT_FIELDS)
     _project_name(data["name"])
     visibility = data.get("visibility", "private")
     if visibility not in ("public", "private"):
@@ -232,12 +255,9 @@ def get_project(project_id: int):
 @bp.patch("/projects/<id:project_id>")
 def update_project(project_id: int):
     policy.require_project(project_id, policy.MANAGE)
-    data = _body()
+    data = _body(allowed=_PROJECT_FIELDS)
     if "visibility" in data and data["visibility"] not in ("public", "private"):
         raise BadRequest("visibility must be public or private")
-    unknown = set(data) - {"name", "visibility"}
-    if unknown:
-        raise BadRequest(f"cannot change {', '.join(sorted(unknown))}")
     if "name" in data:
         _project_name(data["name"])
     with get_pool().connection() as conn:

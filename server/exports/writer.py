@@ -89,14 +89,14 @@ def write(conn: psycopg.Connection, table: Table, where: sql.Composable, fmt: Fo
     (columns.source_of)."""
     if fmt.key == "shp" and path.suffix != ".zip":
         raise ValueError(f"a Shapefile export is a zip: {path} must end in .zip")
-    cols = columns_.columns(conn, table, where, source=source)
     csv = fmt.key == "csv"
     with_geometry = not (csv and table.geometry_type == "Point")   # points: x, y, lon, lat say it all
-    query = columns_.select(table, cols, where, srid if with_geometry else None, order or sql.SQL("t.id"),
-                            limit, offset, source, geometry_as="wkt" if csv else "wkb")
-    copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv{})").format(
-        query, sql.SQL(", HEADER") if csv else sql.SQL(""))
     try:
+        cols = columns_.columns(conn, table, where, source=source)   # plots: a query of their metric keys
+        query = columns_.select(table, cols, where, srid if with_geometry else None, order or sql.SQL("t.id"),
+                                limit, offset, source, geometry_as="wkt" if csv else "wkb")
+        copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv{})").format(
+            query, sql.SQL(", HEADER") if csv else sql.SQL(""))
         with conn.cursor() as cur, cur.copy(copy_sql) as copy:
             first = bytes(next(iter(copy), b""))
             if csv:
@@ -127,8 +127,8 @@ def write(conn: psycopg.Connection, table: Table, where: sql.Composable, fmt: Fo
                                     geometry_name="geometry", geometry_type=table.geometry_type,
                                     crs=f"EPSG:{srid}", encoding="UTF-8" if fmt.key == "shp" else None)
     except CLIENT_ERRORS as err:
-        # a value the database refuses (a bad filter value): a 400, whether at the COPY's
-        # start or later; nothing was sent, the file is made before it is served
+        # a value the database refuses (a bad filter value): a 400, whether in the query of
+        # the columns, at the COPY's start or later; nothing was sent, the file is made first
         raise BadRequest(f"the query cannot be applied: {describe(err)}")
     if fmt.key == "shp":
         _zip_shapefile(target, path)

@@ -4,7 +4,11 @@ A callback is an HTTP request the server makes on a client's behalf, so it must 
 reach anything that is not on the public internet: only globally routable addresses
 (`ipaddress.is_global`: not loopback, private, link-local, shared 100.64/10,
 documentation or reserved ranges) are accepted, unless the deployment allows private
-ones (`CANOPY_CALLBACKS_ALLOW_PRIVATE=1`, for tests and closed networks). The host is
+ones (`CANOPY_CALLBACKS_ALLOW_PRIVATE=1`, for tests and closed networks). An IPv6
+address that carries an IPv4 one (IPv4-mapped ::ffff:a.b.c.d, IPv4-compatible ::a.b.c.d,
+NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32) is public only if that IPv4 address
+is too; the local-use NAT64 prefix 64:ff9b:1::/48 never is (nor Teredo: `is_global`
+counts all of 2001::/23 out). The host is
 resolved once per request and the connection is made to the address that was
 checked (TLS still verifies the host name), so DNS cannot answer differently between
 the check and the connection (rebinding). Redirects are not followed.
@@ -37,10 +41,24 @@ class Target:
     address: str
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")              # RFC 6052: the IPv4 address is the last 32 bits
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")       # RFC 8215: local use, never global
+_COMPATIBLE = ipaddress.IPv6Network("::/96")                 # RFC 4291's deprecated IPv4-compatible ::a.b.c.d
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, compatible, NAT64, 6to4, Teredo),
+    which a translator or tunnel may deliver to."""
+    last32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    carried = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ()),
+               last32 if ip in _NAT64 or ip in _COMPATIBLE else None]
+    return [v4 for v4 in carried if v4 is not None]
+
+
 def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
+    """Globally routable, and so is every IPv4 address it carries."""
+    if ip.version == 6 and (ip in _NAT64_LOCAL or not all(map(_is_public, _embedded_ipv4(ip)))):
+        return False
     return ip.is_global and not ip.is_multicast
 
 

@@ -153,6 +153,8 @@ def execute(process_id: str):
             raise NotFound(f"no scan {inputs['scan']}")
     elif getattr(processor, "run_inputs", ()):
         project_id = _runs_project([inputs[k] for k in processor.run_inputs])
+    if project_id is None:
+        policy.require_unscoped("run a process outside its project")
     settings = current_app.config["CANOPY_SETTINGS"]
     try:
         subscriber = callbacks.validate(body.get("subscriber"), allow_private=settings.callbacks_allow_private)

@@ -53,16 +53,22 @@ def encode_metadata(metadata: dict[str, str]) -> str:
 
 
 def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
-    """`Upload-Checksum: sha1 <base64 digest>` → (algorithm, digest)."""
+    """`Upload-Checksum: sha1 <base64 digest>` → (algorithm, digest). A header that is no
+    whole digest is a 400: 460 is for a chunk whose digest was compared and differs."""
     if not header:
         return None
     algorithm, _, value = header.strip().partition(" ")
     if algorithm not in CHECKSUMS:
         raise TusError(400, f"checksum algorithm {algorithm!r} is not supported; use {', '.join(CHECKSUMS)}")
     try:
-        return algorithm, base64.b64decode(value.strip(), validate=True)
+        digest = base64.b64decode(value.strip(), validate=True)
     except ValueError:
         raise TusError(400, "Upload-Checksum's digest is not base64")
+    size = CHECKSUMS[algorithm]().digest_size
+    if len(digest) != size:
+        raise TusError(400, f"Upload-Checksum needs the chunk's base64 {algorithm} digest ({size} bytes), "
+                            f"e.g. `Upload-Checksum: {algorithm} <digest>`; it holds {len(digest)} bytes")
+    return algorithm, digest
 
 
 def parse_int(value: str | None, name: str) -> int:

@@ -303,6 +303,10 @@ BAD_REQUESTS = [
     ("GET", "/collections/plots/items/%D9%A1", None, 404, "ids are integers"),    # an Arabic-Indic 1
     ("GET", "/collections/plots/items/%C2%B9", None, 404, "ids are integers"),    # a superscript 1
     ("GET", "/collections/plots/items/99999999", None, 404, "99999999"),
+    ("GET", "/collections/plots/items/1%0A", None, 404, "nothing at"),                # a newline: no id
+    ("PUT", "/collections/plots/items/1%0A", {"type": "Feature"}, 404, "nothing at"),
+    ("GET", "/collections/plots/items/1%09", None, 404, "nothing at"),                # a tab
+    ("GET", "/projects/1%0D", None, 404, "nothing at"),
     ("GET", "/collections/nosuch/items", None, 404, "not found"),
     ("POST", "/collections/scans/items", {"type": "Feature"}, 405, "read-only"),
     ("PUT", "/collections/trees/items/1", {"type": "Feature"}, 405, "read-only"),

@@ -417,3 +417,117 @@ def test_a_project_name_must_be_a_non_empty_string(server, make_user):
     r = requests.patch(f"{server}/projects/{made.json()['id']}", json={"name": {}}, headers=auth)
     assert r.status_code == 400
     assert requests.get(f"{server}/projects/{made.json()['id']}", headers=auth).json()["name"] == "stands 2026"
+
+
+# -- issue 30: text PostgreSQL cannot store, the last admin, callbacks, odd tokens -----------------
+
+def test_lone_surrogates_are_a_400_on_every_route(server, world, admin_headers):
+    """JSON's "\\ud800" decodes to a lone UTF-16 surrogate, which no UTF-8 text (nor PostgreSQL)
+    holds: one check where the body is read (server/inputs.py) answers 400 for every route."""
+    owner, pid = world["users"]["owner"], world["private"]["project"]
+    geo = {"Content-Type": "application/geo+json", **owner}
+    feature = {"type": "Feature", "properties": {"project_id": pid, "name": "\ud800"},
+               "geometry": {"type": "Polygon", "coordinates": [[[30, 30], [30.01, 30], [30.01, 30.01], [30, 30]]]}}
+    cases = [("POST", "/auth/token", {"username": "\ud800", "password": "x"}, {"X-Forwarded-For": "10.8.8.9"}),
+             ("POST", "/auth/token", {"username": "a", "password": "\udfff"}, {"X-Forwarded-For": "10.8.8.9"}),
+             ("POST", "/admin/users", {"username": "\ud800", "password": "long enough"}, admin_headers),
+             ("POST", "/projects", {"name": "x\ud83d"}, owner),
+             ("PATCH", f"/projects/{pid}", {"name": "\ud800"}, owner),
+             ("POST", "/auth/tokens", {"name": "\ud800"}, owner),
+             ("POST", "/processes/echo/execution", {"inputs": {"message": "\ud800"}}, owner),
+             ("POST", "/processes/echo/execution", {"inputs": {"\ud800": "x"}}, owner),
+             ("POST", "/collections/plots/items", feature, geo),
+             ("POST", "/collections/plots/items", {"op": "=", "args": [{"property": "name"}, "\ud800"]}, owner)]
+    for method, path, body, headers in cases:
+        r = requests.request(method, server + path, data=json.dumps(body),
+                             headers={"Content-Type": "application/json", **headers})
+        assert r.status_code == 400, (path, body, r.status_code, r.text)
+        assert r.headers["Content-Type"] == "application/problem+json"
+        assert "surrogate U+D" in r.json()["detail"], r.text
+    # the same character sent as raw (invalid) UTF-8 bytes, which Python's JSON decoder lets through
+    r = requests.post(f"{server}/auth/token", data=b'{"username": "\xed\xa0\x80", "password": "x"}',
+                      headers={"Content-Type": "application/json", "X-Forwarded-For": "10.8.8.9"})
+    assert r.status_code == 400 and "surrogate U+D800" in r.json()["detail"], r.text
+    # any JSON media type a route reads (`+json`) is checked as well
+    r = requests.post(f"{server}/auth/token", data=b'{"username": "\\ud800", "password": "x"}',
+                      headers={"Content-Type": "application/vnd.example+json", "X-Forwarded-For": "10.8.8.9"})
+    assert r.status_code == 400 and "surrogate U+D800" in r.json()["detail"], r.text
+    # a surrogate pair (an emoji) is one valid character: stored as sent
+    made = requests.post(f"{server}/projects", json={"name": "pines \U0001F332"}, headers=owner)
+    assert made.status_code == 201 and made.json()["name"] == "pines \U0001F332", made.text
+
+
+def test_the_last_active_admin_can_be_neither_demoted_nor_deactivated(tmp_path):
+    """A server of its own: the suite's shared database holds many administrators."""
+    from bench.stack import add_user
+    from tests.conftest import private_services, running_server, token_of
+    with private_services("last-admin", "first-admin", role="admin") as (_pg, _rd, db, redis_url, first):
+        with running_server((db, redis_url), tmp_path) as base:
+            auth = {"Authorization": f"Bearer {token_of(base, 'first-admin')}"}
+            second = add_user(db, "second-admin", PASSWORD, "admin")
+            # two admins: either may be demoted
+            r = requests.patch(f"{base}/admin/users/{second}", json={"role": "analyst"}, headers=auth)
+            assert r.status_code == 200 and r.json()["role"] == "analyst", r.text
+            for change in ({"role": "analyst"}, {"role": "viewer", "password": "a new password"},
+                           {"active": False}, {"role": "admin", "active": False}):
+                r = requests.patch(f"{base}/admin/users/{first}", json=change, headers=auth)
+                assert r.status_code == 409, (change, r.text)
+                assert r.headers["Content-Type"] == "application/problem+json"
+                assert "last active administrator" in r.json()["detail"], r.text
+            # nothing changed: the admin still signs in with the old password and administers
+            auth = {"Authorization": f"Bearer {token_of(base, 'first-admin')}"}
+            users = requests.get(f"{base}/admin/users", headers=auth).json()["users"]
+            assert [(u["id"], u["role"], u["active"]) for u in users if u["id"] == first] == [(first, "admin", True)]
+            # changes that keep an administrator are fine; so is demoting once another is active
+            assert requests.patch(f"{base}/admin/users/{first}", json={"role": "admin", "active": True},
+                                  headers=auth).status_code == 200
+            assert requests.patch(f"{base}/admin/users/{second}", json={"role": "admin"},
+                                  headers=auth).status_code == 200
+            r = requests.patch(f"{base}/admin/users/{first}", json={"active": False}, headers=auth)
+            assert r.status_code == 200 and r.json()["active"] is False, r.text
+            # a disabled admin is no administrator: the remaining active one is the last
+            auth = {"Authorization": f"Bearer {token_of(base, 'second-admin')}"}
+            r = requests.patch(f"{base}/admin/users/{second}", json={"role": "viewer"}, headers=auth)
+            assert r.status_code == 409 and "last active administrator" in r.json()["detail"], r.text
+
+
+@pytest.mark.parametrize("host", ["[::127.0.0.1]", "[::ffff:127.0.0.1]", "[::ffff:10.0.0.1]", "[64:ff9b::7f00:1]",
+                                  "[64:ff9b::a9fe:a9fe]", "[64:ff9b:1::808:808]", "[2002:7f00:1::]",
+                                  "[2002:a00:1::1]", "[2001:0:4136:e378:8000:63bf:80ff:fffe]"])
+def test_callbacks_refuse_ipv6_forms_of_inside_addresses(server, world, host):
+    """IPv4-compatible, mapped, NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48), 6to4
+    and Teredo addresses carry an IPv4 address; one inside the network is refused."""
+    r = requests.post(f"{server}/processes/echo/execution", headers=world["users"]["owner"],
+                      json={"inputs": {"message": "x"}, "subscriber": {"successUri": f"http://{host}/cb"}})
+    assert r.status_code == 400 and "inside the network" in r.json()["detail"], r.text
+
+
+def test_a_token_whose_subject_is_not_a_user_id_is_a_401(server):
+    for sub in ("admin", "1.5", " 7", "١", "99999999999999999999", ""):
+        token = jwt.encode(_claims(server, sub=sub), SECRET, algorithm="HS256")
+        r = requests.get(f"{server}/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401, (sub, r.text)
+        assert r.headers["Content-Type"] == "application/problem+json"
+        assert "subject" in r.json()["detail"], r.text
+
+
+def test_creating_a_project_refuses_unknown_and_read_only_members(server, make_user):
+    auth = {"Authorization": f"Bearer {make_user('analyst').token}"}
+    for extra in ({"id": 1}, {"created_by": 1}, {"created_at": "2020-01-01T00:00:00Z"}, {"colour": "red"}):
+        r = requests.post(f"{server}/projects", json={"name": "p", **extra}, headers=auth)
+        assert r.status_code == 400, (extra, r.text)
+        assert f"cannot set {next(iter(extra))}" in r.json()["detail"], r.text
+    # PATCH words it the same way
+    made = requests.post(f"{server}/projects", json={"name": "p", "visibility": "public"}, headers=auth)
+    assert made.status_code == 201, made.text
+    r = requests.patch(f"{server}/projects/{made.json()['id']}", json={"created_by": 1}, headers=auth)
+    assert r.status_code == 400 and "cannot set created_by" in r.json()["detail"], r.text
+
+
+def test_the_readme_names_the_members_routes_that_exist(server):
+    from tests.conftest import ROOT
+    readme = (ROOT / "README.md").read_text()
+    paths = requests.get(f"{server}/openapi?f=json").json()["paths"]
+    assert "post" not in paths["/projects/{projectId}/members"]
+    assert "POST /projects/{id}/members" not in readme
+    assert "PUT /projects/{id}/members/{user_id}" in readme and "put" in paths["/projects/{projectId}/members/{userId}"]

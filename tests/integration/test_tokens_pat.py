@@ -125,6 +125,32 @@ def test_scope_hides_other_projects(server, pat_world):
     assert "Authorization" in r.headers["Vary"] and r.headers["Cache-Control"].startswith("private")
 
 
+def test_scope_reaches_nothing_outside_its_project_creation_included(server, db_url, make_user):
+    """A read-write token scoped to one project of an analyst (who may create projects and
+    run project-less processes with a session) creates nothing outside that project."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        a, b = (conn.execute("INSERT INTO projects (name, visibility) VALUES (%s, 'private') RETURNING id",
+                             (f"scope {n}",)).fetchone()[0] for n in "AB")
+    user = make_user("analyst", {a: "owner", b: "owner"})
+    session = {"Authorization": f"Bearer {user.token}"}
+    scoped = _bearer(_make(server, session, project=a, read_only=False)["token"])
+    everywhere = _bearer(_make(server, session, read_only=False)["token"])
+    r = requests.post(f"{server}/projects", json={"name": "from a scoped token"}, headers=scoped)
+    assert r.status_code == 403 and f"scoped to project {a}" in r.json()["detail"], r.text
+    r = requests.post(f"{server}/processes/echo/execution", json={"inputs": {"message": "x"}}, headers=scoped)
+    assert r.status_code == 403 and f"scoped to project {a}" in r.json()["detail"], r.text
+    # the signed-in user shows only the token's project
+    me = requests.get(f"{server}/auth/me", headers=scoped)
+    assert me.status_code == 200 and [p["id"] for p in me.json()["projects"]] == [a], me.text
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM projects WHERE created_by = %s", (user.id,)).fetchone()[0] == 0
+    # inside its project it still works; an unscoped token (and the session) still create
+    assert requests.patch(f"{server}/projects/{a}", json={"name": "scope A2"}, headers=scoped).status_code == 200
+    assert requests.post(f"{server}/projects", json={"name": "by session"}, headers=session).status_code == 201
+    assert requests.post(f"{server}/projects", json={"name": "by token"}, headers=everywhere).status_code == 201
+    assert {p["id"] for p in requests.get(f"{server}/auth/me", headers=everywhere).json()["projects"]} >= {a, b}
+
+
 def _feature(project: int) -> dict:
     return {"type": "Feature", "properties": {"project_id": project, "name": "by token"},
             "geometry": {"type": "Polygon", "coordinates": [[[10, 40], [10.01, 40], [10.01, 40.01], [10, 40]]]}}

@@ -270,6 +270,25 @@ def test_bad_uploads_get_the_right_status_and_leave_nothing(server, db_url, uplo
     assert _patch(url, other, data[:10], 0).status_code == 404
 
 
+def test_an_upload_checksum_without_a_whole_digest_is_a_400(server, upload_project, uploader):
+    """A malformed Upload-Checksum is a bad request (400), not a mismatch (460): the chunk was
+    never compared, and the client must fix its header, not resend the bytes."""
+    meta = {"filename": "c.laz", "project": upload_project, "name": "checksum"}
+    url = _create(server, uploader, 1000, meta).headers["Location"]
+    chunk = b"x" * 100
+    short = base64.b64encode(hashlib.sha256(chunk).digest()[:20]).decode()
+    for header, needle in (("sha256", "sha256 digest"), ("sha256 ", "sha256 digest"), (f"sha256 {short}", "32 bytes"),
+                           ("sha1 " + base64.b64encode(hashlib.sha256(chunk).digest()).decode(), "20 bytes"),
+                           ("md5 !!!", "not base64"), ("crc32 AAAA", "not supported")):
+        r = _patch(url, uploader, chunk, 0, **{"Upload-Checksum": header})
+        assert r.status_code == 400, (header, r.status_code, r.text)
+        assert needle in r.text, (header, r.text)
+    assert requests.head(url, headers={**TUS, **uploader}).headers["Upload-Offset"] == "0"
+    good = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
+    assert _patch(url, uploader, chunk, 0, **{"Upload-Checksum": f"sha256 {good}"}).status_code == 204
+    assert requests.delete(url, headers={**TUS, **uploader}).status_code == 204
+
+
 def test_expired_uploads_answer_410_and_are_purged(server, workers, db_url, upload_project, uploader):
     run_dir = Path(server.log).parent           # the workspace and the storage are under it
     url = _create(server, uploader, 5000, {"filename": "e.laz", "project": upload_project, "name": "e"}).headers[

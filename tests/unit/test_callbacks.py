@@ -67,7 +67,12 @@ class Resolver:
 @pytest.mark.parametrize("url", ["http://100.64.0.1/cb", "http://100.127.255.254/cb", "http://127.0.0.1/cb",
                                  "http://10.0.0.1/cb", "http://169.254.169.254/latest", "http://[::1]/cb",
                                  "http://[::ffff:127.0.0.1]/cb", "http://192.0.2.1/cb", "http://0.0.0.0/cb",
-                                 "http://224.0.0.1/cb", "http://[fc00::1]/cb", "http://198.18.0.1/cb"])
+                                 "http://224.0.0.1/cb", "http://[fc00::1]/cb", "http://198.18.0.1/cb",
+                                 # IPv6 forms that carry an inside IPv4 address (issue 30)
+                                 "http://[::127.0.0.1]/cb", "http://[::10.0.0.1]/cb", "http://[::ffff:10.0.0.1]/cb",
+                                 "http://[64:ff9b::7f00:1]/cb", "http://[64:ff9b::a9fe:a9fe]/cb",
+                                 "http://[64:ff9b:1::808:808]/cb", "http://[2002:7f00:1::]/cb",
+                                 "http://[2002:c0a8:101::1]/cb", "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/cb"])
 def test_addresses_that_are_not_globally_routable_are_refused(url):
     with pytest.raises(ValueError, match="inside the network"):
         callbacks.validate({"successUri": url})
@@ -75,6 +80,8 @@ def test_addresses_that_are_not_globally_routable_are_refused(url):
 
 def test_public_addresses_and_schemes():
     assert callbacks.resolve("https://8.8.8.8/hook?x=1").address == "8.8.8.8"
+    for host in ("[2001:4860:4860::8888]", "[64:ff9b::808:808]", "[2002:808:808::1]", "[::ffff:8.8.8.8]"):
+        callbacks.resolve(f"https://{host}/hook")           # public IPv6, and forms carrying a public IPv4
     assert callbacks.resolve("https://8.8.8.8/hook?x=1").path == "/hook?x=1"
     for url in ("file:///etc/passwd", "ftp://8.8.8.8/x", "http:///nohost", "http://8.8.8.8:99999/x"):
         with pytest.raises(ValueError):
