@@ -30,7 +30,7 @@ from db.runs import run_rows
 from . import context
 from .cql2sql import FilterError, to_sql
 from .db_errors import CLIENT_ERRORS, describe
-from .schema import TABLES, Table, parse_id
+from .schema import TABLES, Column, Table, parse_id
 
 _EPSG_URI = re.compile(r"(?:EPSG[/:](?:[0-9.]+[/:])?|EPSG::)(\d+)$")
 _CRS84 = {"http://www.opengis.net/def/crs/OGC/1.3/CRS84", "urn:ogc:def:crs:OGC:1.3:CRS84"}
@@ -276,24 +276,38 @@ class PostGISProvider(BaseProvider):
         ctx.page_links = list(links)  # pygeoapi appends to the list it is given
         return links
 
-    def _count(self, conn: psycopg.Connection, where: list[sql.Composable]) -> int | None:
-        """Exact count when at most `count_cap` rows match, else None (numberMatched omitted).
+    def _count(self, conn: psycopg.Connection, where: list[sql.Composable]) -> int:
+        """numberMatched: exact when at most `count_cap` rows match, else the planner's
+        estimate (never below `count_cap` + 1). Clients such as QGIS read it from the first
+        page, so it is never left out.
 
-        The planner's estimate is asked first (a fraction of a millisecond), so a
-        page of a big table never pays for counting past the cap."""
+        The estimate is asked first (a fraction of a millisecond), so a page of a big table
+        never pays for counting past the cap; an exact count is made only when it is at most
+        the cap (and stops counting past it)."""
         cap = int(self.options.get("count_cap", 10000)) if self.options else 10000
-        table = sql.Identifier(self.table.name)
-        matching = sql.SQL("SELECT 1 FROM {} WHERE {}").format(table, sql.SQL(" AND ").join(where))
-        # The estimate leaves out the visibility rule (where[0]): the planner misjudges that
-        # semi-join badly, and over-estimating only means numberMatched is omitted.
-        estimate = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {}").format(
-            table, sql.SQL(" AND ").join(where[1:] or [sql.SQL("TRUE")]))
-        plan = self._run(conn, estimate)[0][0]
-        if plan[0]["Plan"]["Plan Rows"] > cap:
-            return None
-        stmt = sql.SQL("SELECT count(*) FROM ({} LIMIT {}) t").format(matching, sql.Literal(cap + 1))
-        n = self._run(conn, stmt)[0][0]
-        return n if n <= cap else None
+        estimate = self._estimate(conn, where)
+        if estimate <= cap:
+            stmt = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} WHERE {} LIMIT {}) t").format(
+                sql.Identifier(self.table.name), sql.SQL(" AND ").join(where), sql.Literal(cap + 1))
+            n = self._run(conn, stmt)[0][0]
+            if n <= cap:
+                return n
+        return max(estimate, cap + 1)
+
+    def _estimate(self, conn: psycopg.Connection, where: list[sql.Composable]) -> int:
+        """The planner's estimate of the rows `where` matches. The visibility rule (where[0])
+        is given to it as the list of the caller's visible projects: the planner misjudges
+        the rule's semi-join badly, and reads each listed project's share of the table from
+        its statistics, so the estimate says nothing of the projects the caller cannot see."""
+        conditions = list(where[1:])
+        principal = context.get().principal
+        if principal is None or not principal.is_admin:
+            ids = self._run(conn, sql.SQL("SELECT coalesce(array_agg(id), '{{}}') FROM projects WHERE {}").format(
+                visible_projects(principal, column="id")))[0][0]
+            conditions.append(sql.SQL("project_id = ANY({}::bigint[])").format(sql.Literal(ids)))
+        plan = self._run(conn, sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {}").format(
+            sql.Identifier(self.table.name), sql.SQL(" AND ").join(conditions or [sql.SQL("TRUE")])))
+        return int(plan[0][0][0]["Plan"]["Plan Rows"])
 
     def get(self, identifier: Any, crs_transform_spec: Any = None, **kwargs) -> dict:
         ident = _parse_id(identifier)
@@ -324,11 +338,11 @@ class PostGISProvider(BaseProvider):
         return row[0]
 
     def update(self, identifier: Any, item: Any) -> bool:
-        return self._write(identifier, *self._item_values(item, partial=False))
+        return self._write(identifier, item, partial=False)
 
     def patch(self, identifier: Any, item: Any) -> bool:
         """JSON merge patch of an item: only the members present change."""
-        return self._write(identifier, *self._item_values(item, partial=True))
+        return self._write(identifier, item, partial=True)
 
     def delete(self, identifier: Any) -> bool:
         ident = _parse_id(identifier)
@@ -363,21 +377,27 @@ class PostGISProvider(BaseProvider):
         if not rows[0][0]:
             raise NotAllowed(user_msg=f"you may not write to project {project_id}")
 
-    def _write(self, identifier: Any, values: dict[str, sql.Composable], props: dict) -> bool:
+    def _write(self, identifier: Any, item: Any, partial: bool) -> bool:
+        """Replace or patch an item. If-Match is checked before the body (a stale ETag is a
+        412 whatever the body holds); the body may carry the read-only members a GET gave,
+        as they are stored. The UPDATE checks the version again: a write in between is a 412."""
         ident = _parse_id(identifier)
-        sets = [sql.SQL("{} = {}").format(sql.Identifier(c), v) for c, v in values.items()]
-        if self.table.versioned:
-            sets += [sql.SQL("version = version + 1"), sql.SQL("updated_at = now()")]
-        stmt = sql.SQL("UPDATE {} SET {} WHERE id = {} AND {} AND {} RETURNING version").format(
-            sql.Identifier(self.table.name), sql.SQL(", ").join(sets), sql.Literal(ident),
-            self._may_change(), self._version_check())
         with self._connection() as conn:
+            values, props = self._item_values(item, partial, stored=self._check_precondition(conn, ident))
             self._check_target_project(conn, props.get("project_id"))
-            rows = self._run(conn, stmt)
+            rows = self._run(conn, self._update_sql(ident, values))
             if not rows:
                 self._explain_missing(conn, ident)
         context.get().version = rows[0][0]
         return True
+
+    def _update_sql(self, ident: int, values: dict[str, sql.Composable]) -> sql.Composable:
+        sets = [sql.SQL("{} = {}").format(sql.Identifier(c), v) for c, v in values.items()]
+        if self.table.versioned:
+            sets += [sql.SQL("version = version + 1"), sql.SQL("updated_at = now()")]
+        return sql.SQL("UPDATE {} SET {} WHERE id = {} AND {} AND {} RETURNING version").format(
+            sql.Identifier(self.table.name), sql.SQL(", ").join(sets), sql.Literal(ident),
+            self._may_change(), self._version_check())
 
     def may_write(self, identifier: Any = None) -> bool:
         """May the caller change this item, or, without one, create items in some project?
@@ -391,23 +411,42 @@ class PostGISProvider(BaseProvider):
             return self._writable(conn, _parse_id(identifier))
 
     def _writable(self, conn: psycopg.Connection, ident: int) -> bool:
+        return self._lookup(conn, ident)[0]
+
+    def _lookup(self, conn: psycopg.Connection, ident: int) -> tuple[bool, Any, dict]:
+        """Whether the caller may change the item, its version, and its read-only
+        properties as a GET shows them. An item they cannot see is a 404."""
         principal = context.get().principal
-        stmt = sql.SQL("SELECT {} FROM {} WHERE id = {} AND {}").format(
-            writable_projects(principal), sql.Identifier(self.table.name), sql.Literal(ident),
-            visible_projects(principal))
+        read_only = [c.name for c in self.table.columns if not c.writable]
+        version = sql.Identifier("version") if self.table.versioned else sql.SQL("NULL")
+        stmt = sql.SQL("SELECT {}, {}, {} FROM {} WHERE id = {} AND {}").format(
+            writable_projects(principal), version, self._feature_sql(4326, False, True, read_only),
+            sql.Identifier(self.table.name), sql.Literal(ident), visible_projects(principal))
         rows = self._run(conn, stmt)
         if not rows:
             raise ProviderItemNotFoundError(user_msg=f"no item {ident} in {self.table.name}")
-        return bool(rows[0][0])
+        return bool(rows[0][0]), rows[0][1], orjson.loads(rows[0][2])["properties"]
+
+    def _check_precondition(self, conn: psycopg.Connection, ident: int) -> dict:
+        """404 unseen, 403 not writable, 412 when If-Match names another version; else the
+        item's read-only properties as stored."""
+        writable, version, stored = self._lookup(conn, ident)
+        if not writable:
+            raise NotAllowed(user_msg=f"your role does not allow changing {self.table.name} {ident}")
+        expected = context.get().if_match
+        if expected is not None and self.table.versioned and version != expected:
+            raise PreconditionFailed()
+        return stored
 
     def _explain_missing(self, conn: psycopg.Connection, ident: int) -> None:
         """Why a write touched no row: 404 unseen, 403 not writable, else 412 stale."""
-        if not self._writable(conn, ident):
-            raise NotAllowed(user_msg=f"your role does not allow changing {self.table.name} {ident}")
+        self._check_precondition(conn, ident)
         raise PreconditionFailed()
 
-    def _item_values(self, item: Any, partial: bool) -> tuple[dict[str, sql.Composable], dict]:
-        """Validate a GeoJSON Feature from a client; its column values and properties."""
+    def _item_values(self, item: Any, partial: bool, stored: dict | None = None
+                     ) -> tuple[dict[str, sql.Composable], dict]:
+        """Validate a GeoJSON Feature from a client; its column values and properties.
+        Read-only members equal to the `stored` item's (a GET body sent back) are ignored."""
         try:
             feature = json.loads(item) if isinstance(item, (str, bytes)) else item
         except ValueError as err:
@@ -418,10 +457,13 @@ class PostGISProvider(BaseProvider):
         if not isinstance(props, dict):
             raise InvalidItem(user_msg="properties must be an object")
         writable = {c.name: c for c in self.table.columns if c.writable}
-        unknown = sorted(set(props) - set(writable) - {"id"})
-        if unknown:
-            raise InvalidItem(
-                user_msg=f"properties {', '.join(unknown)} cannot be written; writable: {', '.join(writable)}")
+        changed = sorted(name for name in set(props) - set(writable) - {"id"}
+                         if stored is None or name not in stored
+                         or not _same(self.table.fields[name], props[name], stored[name]))
+        if changed:
+            raise InvalidItem(user_msg=f"properties {', '.join(changed)} cannot be written; writable: "
+                                       f"{', '.join(writable)}" + (" (read-only ones may be sent only as they "
+                                                                   "are stored)" if stored is not None else ""))
         values: dict[str, sql.Composable] = {}
         for name, col in writable.items():
             if name not in props:
@@ -493,6 +535,17 @@ def _parse_id(identifier: Any) -> int:
         return parse_id(str(identifier))
     except ValueError:
         raise ProviderItemNotFoundError(user_msg=f"no item {identifier!r}: ids are integers")
+
+
+def _same(col: Column, sent: Any, stored: Any) -> bool:
+    """Is a read-only member sent back unchanged? Instants compare as instants
+    (`Z` or `+00:00`, any precision a client rewrites them with)."""
+    if col.json_format == "date-time" and isinstance(sent, str) and isinstance(stored, str):
+        try:
+            return datetime.fromisoformat(sent) == datetime.fromisoformat(stored)
+        except ValueError:
+            return False
+    return sent == stored
 
 
 def _jsonable(value: Any) -> Any:

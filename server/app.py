@@ -6,7 +6,7 @@ import importlib
 
 from flask import Flask, request
 
-from . import auth, errors, exports, features, health, inputs, jobs, landing, logs, pygeoapi_speedups, uploads, tiles
+from . import auth, cors, errors, exports, features, health, inputs, jobs, landing, logs, pygeoapi_speedups, uploads, tiles
 from . import extents, field_plots, metrics, pages
 from .pygeoapi_config import prepare
 from .area_models import views as area_models_views
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.register(app)
     metrics.register(app)       # counts every request by route template; serves /metrics
     errors.register(app)
+    cors.register(app)          # preflights answered before any check; CORS headers on every answer
     inputs.register(app)        # the `id` converter before any route; URL and body checks before any view
     auth.register(app, settings)  # sets g.principal before the features layer reads it
     features.register(app)      # before pygeoapi: its /conformance and PATCH take precedence

@@ -9,6 +9,10 @@ pygeoapi serves `/collections/...`; this module fills what it leaves out:
 - ETag on items, If-Match (428 when missing, 412 when stale) and PATCH;
 - OPTIONS answering what the caller may do, and 405 for writes to read-only collections;
 - `/conformance` listing exactly what is implemented;
+- GeoJSON served as `application/geo+json`, and `Accept` honoured on items (pygeoapi knows
+  no `application/geo+json` and, given it, takes the next type listed whatever its weight);
+- queryables and schemas declaring the JSON Schema dialect by its https URI, as Features
+  Part 3 does (pygeoapi writes http);
 - HTTP `Link` headers (RFC 8288) on collections, items and items pages: self, alternate,
   next/prev, collection, items, queryables (Features Part 1 recommends them; clients such
   as ogctests look the queryables up there, with a HEAD).
@@ -35,6 +39,9 @@ from .auth.policy import require_user
 from .errors import BadRequest, MethodNotAllowed, NotFound, PreconditionRequired
 
 GEOJSON_TYPES = ("application/geo+json", "application/json")   # bodies with links (JSON-LD has none)
+# what items and an item are served as, in the order Accept's ties are settled (`*/*`: GeoJSON)
+_SERVED_TYPES = ["application/geo+json", "application/json", "text/html", "application/ld+json"]
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2019-09/schema"
 
 
 def media_type(response: Response) -> str:
@@ -46,6 +53,7 @@ bp = Blueprint("features", __name__)
 
 _ITEMS = re.compile(r"^/collections/(?P<c>[^/]+)/items(?:/(?P<id>[^/]+))?/?$")
 _COLLECTION = re.compile(r"^/collections(?:/(?P<c>[^/]+))?/?$")
+_SCHEMAS = re.compile(r"^/collections/[^/]+/(?:queryables|schema)/?$")
 QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 # the encodings each kind of document is served in (f=...), as the body's links list them
 _FORMATS = {"items": {"json": "application/geo+json", "jsonld": "application/ld+json", "html": "text/html",
@@ -140,10 +148,23 @@ def _features_context():
     ctx.items_url = f"{settings.public_url}/collections/{collection}/items"
     if request.method == "OPTIONS":
         return _options(collection, item_id)
+    if request.method in ("GET", "HEAD"):
+        _negotiate()
     if request.method == "GET":
         _check_query(ctx, collection, item_id)
     _check_write(ctx, collection, item_id)
     return None
+
+
+def _negotiate() -> None:
+    """Hand pygeoapi the type Accept prefers among those served here, as one it knows
+    (GeoJSON as application/json; `_features_headers` labels it). `f` wins over Accept,
+    and an export format preferred to these is left to server/exports."""
+    from .exports.views import requested_format
+    if "f" in request.args or "Accept" not in request.headers or requested_format() is not None:
+        return
+    best = request.accept_mimetypes.best_match(_SERVED_TYPES, default="application/geo+json")
+    request.environ["HTTP_ACCEPT"] = "application/json" if best == "application/geo+json" else best
 
 
 def _check_query(ctx: context.RequestContext, collection: str, item_id: str | None) -> None:
@@ -250,8 +271,15 @@ def _features_headers(response: Response) -> Response:
         collection = _COLLECTION.match(request.path)
         if collection and response.status_code == 200 and request.method in ("GET", "HEAD"):
             response.headers["Link"] = _link_header("collection", collection.group("c"), [], media_type(response))
+        elif _SCHEMAS.match(request.path) and response.status_code == 200 \
+                and media_type(response) == "application/schema+json":
+            body = json.loads(response.get_data())
+            body["$schema"] = JSON_SCHEMA_DIALECT
+            response.set_data(json.dumps(body))
         return response
     ctx = context.get()
+    if response.status_code == 200 and media_type(response) == "application/json":
+        response.headers["Content-Type"] = "application/geo+json"    # a Feature or a FeatureCollection
     if response.status_code == 200 and request.method in ("GET", "HEAD"):
         kind = "item" if match.group("id") else "items"
         response.headers["Link"] = _link_header(kind, match.group("c"), ctx.page_links or [],

@@ -63,9 +63,9 @@ class Settings:
     jwt_secret: str
     limit_default: int
     limit_max: int
-    count_cap: int             # numberMatched is exact up to this many matches, omitted beyond
+    count_cap: int             # numberMatched is exact up to this many matches, the planner's estimate beyond
     log_level: str
-    cors_origins: tuple[str, ...]
+    cors_origins: tuple[str, ...]   # origins allowed everything with credentials; empty: anonymous reads from any
     proxy_hops: int            # reverse proxies in front whose X-Forwarded-* headers are trusted
     access_token_seconds: int  # lifetime of an access token (CANOPY_ACCESS_TOKEN_SECONDS, else _MINUTES x 60)
     refresh_token_days: int

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Flask
-from flask_cors import CORS
 
 from ..settings import Settings
 from . import pat, tokens, views
@@ -16,9 +15,3 @@ def register(app: Flask, settings: Settings) -> None:
     views.limiter.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(pat.bp)
-    if settings.cors_origins:
-        CORS(app, origins=list(settings.cors_origins), supports_credentials=False,
-             allow_headers=["Authorization", "Content-Type", "If-Match", "Tus-Resumable", "Upload-Length",
-                            "Upload-Offset", "Upload-Metadata", "Upload-Checksum", "Prefer"],
-             expose_headers=["ETag", "Location", "Content-Crs", "Upload-Offset", "Upload-Length",
-                             "Tus-Resumable", "X-Request-Id"])

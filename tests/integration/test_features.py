@@ -90,6 +90,26 @@ def test_number_matched_is_exact(server, grid, project):
     assert page["numberMatched"] == 2500 and page["numberReturned"] == 5
 
 
+@pytest.fixture(scope="module")
+def low_cap_server(services, tmp_path_factory):
+    """A server counting exactly only up to 1,000 matches (CANOPY_COUNT_CAP)."""
+    from tests.conftest import running_server
+    with running_server(services, tmp_path_factory.mktemp("cap"), CANOPY_COUNT_CAP="1000") as base:
+        yield base
+
+
+def test_number_matched_is_never_left_out_above_the_cap(low_cap_server, grid, project):
+    """QGIS 3.22 reads the feature count from the first page's numberMatched (0 without it):
+    above the cap it is the planner's estimate, never below the cap."""
+    items = f"{low_cap_server}/collections/plots/items"
+    for params in ({"limit": 10, "project_id": project}, {"limit": 10, "project_id": project, "resulttype": "hits"},
+                   {"limit": 10, "project_id": project, "offset": 100}):
+        page = requests.get(items, params=params).json()
+        assert 1000 < page["numberMatched"] and abs(page["numberMatched"] - 2500) <= 250, (params, page["numberMatched"])
+    bbox = f"{LON0},{LAT0},{LON0 + 10 * CELL},{LAT0 + 10 * CELL}"          # 100 plots: exact under the cap
+    assert requests.get(items, params={"bbox": bbox, "limit": 5, "project_id": project}).json()["numberMatched"] == 100
+
+
 def test_bbox_returns_exactly_the_plots_inside(server, grid, project):
     # rows 0-9 and cols 0-9 intersect this box; the 11th row/col starts beyond it
     bbox = f"{LON0},{LAT0},{LON0 + 10 * CELL},{LAT0 + 10 * CELL}"
@@ -239,6 +259,64 @@ def test_create_replace_patch_delete_with_etags(server, project, editor):
     assert requests.delete(url, headers=editor).status_code == 428
     assert requests.delete(url, headers={"If-Match": '"3"', **editor}).status_code == 200
     assert requests.get(url).status_code == 404
+
+
+def test_a_get_body_puts_back(server, project, editor):
+    """GET -> edit -> PUT: the read-only members a GET gives (created_at, metrics, updated_at,
+    version) are taken back unchanged; a changed one is a 400; a stale ETag is a 412 first."""
+    items = f"{server}/collections/plots/items"
+    url = requests.post(items, json=_feature(project, "round trip"),
+                        headers={"Content-Type": "application/geo+json", **editor}).headers["Location"]
+    try:
+        got = requests.get(url)
+        body, etag = got.json(), got.headers["ETag"]
+        assert {"created_at", "updated_at", "version", "metrics"} <= set(body["properties"])
+        body["properties"]["name"] = "edited"
+        put = {"Content-Type": "application/geo+json", **editor}
+        r = requests.put(url, data=json.dumps(body), headers={**put, "If-Match": etag})
+        assert r.status_code == 204, r.text
+        assert requests.get(url).json()["properties"]["name"] == "edited"
+        # the same (now stale) body and ETag: 412, not the 400 its stale read-only members would earn
+        r = requests.put(url, data=json.dumps(body), headers={**put, "If-Match": etag})
+        assert r.status_code == 412, r.text
+        fresh = requests.get(url)
+        body, etag = fresh.json(), fresh.headers["ETag"]
+        body["properties"]["created_at"] = body["properties"]["created_at"].replace("+00:00", "Z")   # same instant
+        assert requests.put(url, data=json.dumps(body), headers={**put, "If-Match": etag}).status_code == 204
+        body, etag = requests.get(url).json(), requests.get(url).headers["ETag"]
+        body["properties"]["version"] = 99
+        r = requests.put(url, data=json.dumps(body), headers={**put, "If-Match": etag})
+        assert r.status_code == 400 and "version" in r.text, r.text
+        body["properties"].update(version=int(etag.strip('"')), metrics={"forged": 1})
+        r = requests.patch(url, data=json.dumps(body), headers={**put, "If-Match": etag})
+        assert r.status_code == 400 and "metrics" in r.text, r.text
+    finally:   # the other tests count and sort this project's plots
+        requests.delete(url, headers={**editor, "If-Match": "*"})
+
+
+def test_geojson_is_served_as_geojson_and_accept_is_honoured(server, grid, project):
+    items = f"{server}/collections/plots/items"
+    fid = next(iter(grid))
+    for url in (f"{items}?project_id={project}&limit=2", f"{items}/{fid}", f"{items}/{fid}?f=json"):
+        for accept in (None, "application/geo+json", "application/json", "*/*",
+                       "application/geo+json, text/html;q=0.5", "text/html;q=0.5, application/geo+json"):
+            r = requests.get(url, headers={"Accept": accept} if accept else {})
+            assert r.status_code == 200 and r.headers["Content-Type"] == "application/geo+json", (url, accept)
+            assert r.json()["type"] in ("Feature", "FeatureCollection")
+    html = requests.get(f"{items}/{fid}", headers={"Accept": "text/html,application/geo+json;q=0.9"})
+    assert html.headers["Content-Type"].startswith("text/html")
+    assert requests.get(f"{items}/{fid}", headers={"Accept": "application/ld+json"}).headers[
+        "Content-Type"].startswith("application/ld+json")
+    assert requests.head(items, headers={"Accept": "application/geo+json"}).headers[
+        "Content-Type"] == "application/geo+json"
+
+
+@pytest.mark.parametrize("document", ["queryables", "schema"])
+def test_queryables_declare_the_json_schema_dialect_by_its_https_uri(server, document):
+    r = requests.get(f"{server}/collections/plots/{document}")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/schema+json")
+    assert r.json()["$schema"] == "https://json-schema.org/draft/2019-09/schema"
+    assert r.json()["properties"]["name"]["type"] == "string"
 
 
 def _allow(url: str, headers: dict) -> set[str]:

@@ -302,19 +302,54 @@ def test_security_headers(server):
     assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
 
 
-def test_cors_for_configured_web_map_origins(services, tmp_path):
-    from tests.conftest import running_server
+def test_cors_anonymous_reads_from_any_origin_by_default(server):
+    page = {"Origin": "https://any.example"}
+    for path in ("/collections/plots/items", "/collections/plots/items/99999999", "/processes",
+                 "/processes/echo", "/collections/plots/queryables", "/"):
+        r = requests.get(server + path, headers=page)
+        assert r.headers.get("Access-Control-Allow-Origin") == "*", (path, r.status_code)
+        assert "Access-Control-Allow-Credentials" not in r.headers
+        assert {"ETag", "Link", "Location", "Canopy-Scan"} <= {
+            h.strip() for h in r.headers["Access-Control-Expose-Headers"].split(",")}
+    # anonymous only: a write, or a read with a token, grants nothing to an unconfigured origin
+    assert "Access-Control-Allow-Origin" not in requests.post(f"{server}/uploads", headers=page).headers
+    pre = requests.options(f"{server}/uploads", headers={**page, "Access-Control-Request-Method": "POST"})
+    assert pre.status_code == 204 and "POST" not in pre.headers["Access-Control-Allow-Methods"]
+
+
+def test_cors_for_configured_web_map_origins(services, tmp_path, world, make_user):
+    from tests.conftest import running_server, token_of
+    site = {"Origin": "https://maps.example.org"}
+    editor = make_user("viewer", {world["public"]["project"]: "editor"})
     with running_server(services, tmp_path, CANOPY_CORS_ORIGINS="https://maps.example.org") as cors_server:
         pre = requests.options(f"{cors_server}/collections/plots/items", headers={
-            "Origin": "https://maps.example.org", "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "Authorization"})
+            **site, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "Authorization"})
         assert pre.headers["Access-Control-Allow-Origin"] == "https://maps.example.org"
         assert "authorization" in pre.headers["Access-Control-Allow-Headers"].lower()
-        r = requests.get(f"{cors_server}/collections", headers={"Origin": "https://maps.example.org"})
+        assert pre.headers["Access-Control-Allow-Credentials"] == "true"
+        r = requests.get(f"{cors_server}/collections", headers=site)
         assert r.headers["Access-Control-Allow-Origin"] == "https://maps.example.org"
+        assert "Origin" in r.headers["Vary"] and r.headers["Access-Control-Allow-Credentials"] == "true"
         assert "ETag" in r.headers["Access-Control-Expose-Headers"]
         other = requests.get(f"{cors_server}/collections", headers={"Origin": "https://evil.example"})
         assert "Access-Control-Allow-Origin" not in other.headers
+        # a browser upload (tus-js-client): the preflight of its POST, then every header it reads
+        tus = {"Tus-Resumable": "1.0.0", "Upload-Length": "1000", "Upload-Metadata": ",".join(
+            f"{k} {base64.b64encode(str(v).encode()).decode()}"
+            for k, v in {"filename": "c.laz", "project": world["public"]["project"], "name": "c"}.items())}
+        pre = requests.options(f"{cors_server}/uploads", headers={
+            **site, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,tus-resumable,upload-length,upload-metadata"})
+        assert pre.status_code == 204 and "POST" in pre.headers["Access-Control-Allow-Methods"]
+        assert {"authorization", "tus-resumable", "upload-length", "upload-metadata"} <= {
+            h.strip().lower() for h in pre.headers["Access-Control-Allow-Headers"].split(",")}
+        token = {"Authorization": f"Bearer {token_of(cors_server, editor.username)}"}   # tokens name their issuer
+        created = requests.post(f"{cors_server}/uploads", headers={**site, **tus, **token})
+        assert created.status_code == 201, created.text
+        assert created.headers["Access-Control-Allow-Origin"] == "https://maps.example.org"
+        exposed = {h.strip() for h in created.headers["Access-Control-Expose-Headers"].split(",")}
+        assert {"Location", "Upload-Offset", "Upload-Expires", "Tus-Resumable", "Canopy-Scan", "Canopy-Job",
+                "Tus-Version", "Tus-Max-Size", "Tus-Extension", "Upload-Length", "ETag", "Link"} <= exposed
 
 
 # -- OPTIONS with a token, malformed ids and text, the signing secret ----------------------------

@@ -396,6 +396,34 @@ def test_point_and_statistics(server, rasters):
     assert len(counts) == 10 and len(edges) == 11 and sum(counts) == stats["count"]
 
 
+def test_a_web_map_on_another_origin_reads_tiles_by_default(server, rasters):
+    """Default settings (no CANOPY_CORS_ORIGINS): a page on any origin reads TileJSON, tiles,
+    WMTS and the COG anonymously: `*`, no credentials, the headers it needs exposed."""
+    page = {"Origin": "http://maps.elsewhere.test:8080"}
+    root = f"{server}/rasters/{rasters['chm']}"
+    tj = _get(f"{root}/tilejson.json", headers=page)
+    tile = _get(tj.json()["tiles"][0].format(z=14, x=_centre_tile(14).x, y=_centre_tile(14).y), headers=page)
+    cog = _get(f"{root}/cog", headers={**page, "Range": "bytes=0-99"})
+    for r in (tj, tile, cog, _get(f"{root}/WMTSCapabilities.xml", headers=page),
+              _get(f"{root}/tiles/WebMercatorQuad/0/0/0.png", headers=page),   # a 404 is readable too
+              requests.head(f"{root}/cog", headers=page, timeout=10)):
+        assert r.headers.get("Access-Control-Allow-Origin") == "*", (r.url, r.status_code, r.headers)
+        assert "Access-Control-Allow-Credentials" not in r.headers
+    assert tile.status_code == 200 and cog.status_code == 206
+    exposed = {h.strip().lower() for h in cog.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"etag", "content-range", "accept-ranges", "link", "location"} <= exposed
+    # a preflight (MapLibre asking for a range of the COG) is answered whatever the route
+    pre = requests.options(f"{root}/cog", timeout=10, headers={
+        **page, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "range"})
+    assert pre.status_code == 204 and pre.headers["Access-Control-Allow-Origin"] == "*"
+    assert "range" in pre.headers["Access-Control-Allow-Headers"].lower()
+    assert "authorization" not in pre.headers["Access-Control-Allow-Headers"].lower()
+    # a request with a token is not an anonymous read: no grant to an unconfigured origin
+    private = _get(f"{server}/rasters/{rasters['private']}/tilejson.json",
+                   headers={**page, "Authorization": "Bearer x"})
+    assert "Access-Control-Allow-Origin" not in private.headers
+
+
 # --- the COG over HTTP ---------------------------------------------------------------------
 
 def _gdal_checksum(source: str) -> int:
