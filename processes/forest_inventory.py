@@ -18,7 +18,7 @@ PROCESS_METADATA = metadata(
     "Ground, DTM, pit-free CHM, trees, crowns, grid metrics and plot metrics of a scan in one pass.",
     {**COMMON_INPUTS, **plots_input(),
      "resolution": number_input("CHM resolution", "Cell size of the canopy height model (m); default: from the "
-                                "scan's first-return spacing (0.5 m at 4 first returns/m² and more)", None, 0.1, 10),
+                                "scan's first-return spacing (0.5 m from 2.8 first returns/m²)", None, 0.1, 10),
      "dtm_resolution": number_input("DTM resolution", "Cell size of the terrain model (m)", Params.dtm_res, 0.25, 50),
      "metrics_resolution": number_input("Metrics resolution", "Cell size of the grid metrics (m)", Params.metrics_res,
                                         1, 1000),

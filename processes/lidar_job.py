@@ -36,7 +36,7 @@ ENGINE_INPUTS = ("tile_size", "buffer", *GROUND_INPUTS, *CANOPY_INPUTS, *TREE_IN
 
 def resolution_input(default: float | None, what: str) -> dict:
     """The ``resolution`` input; ``default`` None: the CHM cell chosen from the scan (:func:`.lidar.surface.chm_cell`)."""
-    chosen = "; default: from the scan's first-return spacing (0.5 m at 4 first returns/m² and more)"
+    chosen = "; default: from the scan's first-return spacing (0.5 m from 2.8 first returns/m²)"
     return {"resolution": number_input("Resolution", f"Cell size of the {what} (m){chosen if default is None else ''}",
                                        default, 0.1, 100)}
 

@@ -28,7 +28,7 @@ class Params:
     raster that costs little to write.
 
     ``chm_res`` None: chosen from the scan's first-return spacing when a run starts
-    (:func:`.surface.chm_cell`, 0.5 m at 4 first returns/m² and more); the summary records it.
+    (:func:`.surface.chm_cell`, 0.5 m from 2.8 first returns/m²); the summary records it.
     """
 
     dtm_res: float = 0.5

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from processes.lidar.synthetic import make_forest
-from tests.conftest import Workers
+from tests.conftest import Workers, private_services, running_server, token_of
 from tests.integration.test_lidar_processes import _run, _scan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,28 +22,36 @@ CONFORMANCE_PY = ROOT / ".venv-conformance" / "bin" / "python"
 
 
 @pytest.fixture(scope="module")
-def inventoried(services, server, db_url, make_user):
-    """A public project whose scan went through ingest and forest inventory, and a plot."""
+def inventoried(tmp_path_factory):
+    """A public project whose scan went through ingest and forest inventory, and a plot, on a
+    stack of its own: other tests leave public scans that were never ingested, whose geometry
+    is null (RFC 7946 §3.2 allows it; ogctests validates against a schema that does not)."""
     if not CONFORMANCE_PY.exists():
         pytest.fail("the conformance tools are missing: run `make bootstrap-test`")
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        project = conn.execute("INSERT INTO projects (name, visibility) VALUES ('ogctests', 'public') "
-                               "RETURNING id").fetchone()[0]
-        geom = {"type": "MultiPolygon", "coordinates": [[[[-123.0, 44.0], [-122.999, 44.0], [-122.999, 44.001],
-                                                          [-123.0, 44.001], [-123.0, 44.0]]]]}
-        conn.execute("INSERT INTO plots (project_id, name, geom) VALUES (%s, 'ogctests plot', "
-                     "ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326))", (project, json.dumps(geom)))
-    editor = {"Authorization": f"Bearer {make_user('analyst', {project: 'editor'}).token}"}
-    workers = Workers(services, Path(server.log).parent)
-    workers.start(1)
-    try:
-        points, _ = make_forest("open", size=60, seed=4)
-        scan = _scan(server, db_url, project, points)
-        for process in ("ingest-scan", "forest-inventory"):
-            assert _run(server, editor, process, {"scan": scan})["status"] == "successful"
-    finally:
-        workers.stop_all()
-    return server
+    with private_services("ogctests", "ogc-editor") as (_pg, _rd, db_url, redis_url, user):
+        run_dir = tmp_path_factory.mktemp("ogctests")
+        with running_server((db_url, redis_url), run_dir) as server:
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                project = conn.execute("INSERT INTO projects (name, visibility) VALUES ('ogctests', 'public') "
+                                       "RETURNING id").fetchone()[0]
+                conn.execute("INSERT INTO project_members (project_id, user_id, role) VALUES (%s, %s, 'editor')",
+                             (project, user))
+                geom = {"type": "MultiPolygon", "coordinates": [[[[-123.0, 44.0], [-122.999, 44.0],
+                                                                  [-122.999, 44.001], [-123.0, 44.001],
+                                                                  [-123.0, 44.0]]]]}
+                conn.execute("INSERT INTO plots (project_id, name, geom) VALUES (%s, 'ogctests plot', "
+                             "ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326))", (project, json.dumps(geom)))
+            editor = {"Authorization": f"Bearer {token_of(server, 'ogc-editor')}"}
+            workers = Workers((db_url, redis_url), run_dir)
+            workers.start(1)
+            try:
+                points, _ = make_forest("open", size=60, seed=4)
+                scan = _scan(server, db_url, project, points)
+                for process in ("ingest-scan", "forest-inventory"):
+                    assert _run(server, editor, process, {"scan": scan})["status"] == "successful"
+            finally:
+                workers.stop_all()
+            yield server
 
 
 def _ogctests(base: str, scope: str) -> tuple[dict[str, int], str]:

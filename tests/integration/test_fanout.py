@@ -26,8 +26,8 @@ FANOUT_ENV = {"CANOPY_FANOUT_POINTS": "1000", "CANOPY_JOB_STALE": "3", "CANOPY_R
 @pytest.fixture(scope="module")
 def big(server, db_url, tmp_path_factory):
     """A 200 m x 200 m forest in four files (one per quadrant), as an uploaded scan; sparse
-    (2.5 pulses/m²), so that its CHM cell is chosen coarser than the finest (0.8 m)."""
-    points, _ = make_forest("open", size=200, seed=9, density=2.5)
+    (2 pulses/m²), so that its CHM cell is chosen coarser than the finest (0.8 m)."""
+    points, _ = make_forest("open", size=200, seed=9, density=2.0)
     storage = Path(server.log).parent / "storage"
     with psycopg.connect(db_url, autocommit=True) as conn:
         project = conn.execute("INSERT INTO projects (name) VALUES ('fan-out') RETURNING id").fetchone()[0]

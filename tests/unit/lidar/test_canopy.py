@@ -212,11 +212,11 @@ def test_no_published_tree_is_lower_than_hmin(tmp_path):
 
 @pytest.mark.parametrize("first_density, metrics_res, cell", [(12.0, 20.0, 0.5), (4.0, 20.0, 0.5), (2.0, 20.0, 0.8),
                                                               (2.0, 10.0, 1.0), (1.0, 20.0, 1.0), (0.3, 20.0, 2.0)])
-def test_the_chm_cell_holds_a_first_return_on_average(first_density, metrics_res, cell):
+def test_most_chm_cells_hold_a_first_return(first_density, metrics_res, cell):
     assert surface.chm_cell(first_density, metrics_res) == cell
 
 
-@pytest.mark.parametrize("density, cell", [(20.0, 0.5), (1.2, 1.0)])
+@pytest.mark.parametrize("density, cell", [(20.0, 0.5), (0.8, 1.0)])
 def test_a_run_picks_the_chm_cell_from_the_scan_and_records_it(tmp_path, density, cell):
     import rasterio
 
