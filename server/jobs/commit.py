@@ -30,6 +30,10 @@ class Superseded(Exception):
     its outcome was committed."""
 
 
+def _raster_key(art: dict, job: dict, attempt: int) -> str:
+    return f"rasters/scan-{art['scan_id']}/{art['raster_kind']}-{job['id']}-{attempt}.tif"
+
+
 def _publish_files(outcome: Outcome, ctx, job: dict) -> list[str]:
     """Publish raster files from the work directory at their final keys (a local
     directory: atomic renames; S3: uploads); returns the keys so a failed commit can
@@ -40,7 +44,7 @@ def _publish_files(outcome: Outcome, ctx, job: dict) -> list[str]:
         for art in outcome.artifacts:
             if art["kind"] != "raster":
                 continue
-            key = f"rasters/scan-{art['scan_id']}/{art['raster_kind']}-{job['id']}-{job['attempts']}.tif"
+            key = _raster_key(art, job, job["attempts"])
             ctx.storage.publish(key, Path(art["path"]))
             art["storage_uri"] = key
             published.append(key)
@@ -85,7 +89,11 @@ def commit(job: dict, outcome: Outcome, ctx) -> tuple[dict, store.Changes]:
     except BaseException:
         _delete(ctx, published)
         raise
-    _delete(ctx, replaced)                   # files of outputs this commit replaced
+    # files of outputs this commit replaced, and those of earlier attempts killed between
+    # publishing and committing (they can commit no more: the job ran this attempt)
+    earlier = [_raster_key(art, job, n) for art in outcome.artifacts if art["kind"] == "raster"
+               for n in range(1, job["attempts"])]
+    _delete(ctx, replaced + earlier)
     return results, changes
 
 
