@@ -99,6 +99,9 @@ class _ProcessEnvironment(ProcessEnvironment):
 
 
 class CanopyConsumer(Consumer):
+    """Huey's consumer with process workers that die with it, and the reaper as one more
+    supervised child."""
+
     def __init__(self, huey, **options):
         super().__init__(huey, worker_type="process", **options)
         self.reaper = self._create_process(Reaper(self.huey, self.stop_flag), "Reaper")
