@@ -2,7 +2,11 @@
 
 Connections are in autocommit mode: most statements are single reads or writes and
 need no BEGIN/COMMIT round trips; code that needs a transaction opens one with
-`conn.transaction()`."""
+`conn.transaction()`.
+
+Per process means per process: a forked child forgets the pools it inherited (their
+sockets are its parent's sessions, their threads did not survive the fork) and opens
+its own on first use. It never closes them either: that would end the parent's sessions."""
 
 from __future__ import annotations
 
@@ -22,6 +26,17 @@ AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
 _pools: dict[str, ConnectionPool] = {}
 _lock = threading.Lock()
+_inherited: list[ConnectionPool] = []     # a child's copies of its parent's pools: kept, never used or closed
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()                 # it may have been held by a thread of the parent
+    _inherited.extend(_pools.values())       # collected, a pool would wait for threads this process does not have;
+    _pools.clear()                           # kept, it costs a few file descriptors
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _configure(conn: Connection) -> None:

@@ -1,7 +1,7 @@
 """Where kept files live: a local directory (default) or S3-compatible object storage
 (`CANOPY_STORAGE_URL=s3://bucket/prefix`), behind one small interface.
 
-Keys are relative POSIX paths (`scans/3/a.laz`, `rasters/scan-3/chm-<job>.tif`).
+Keys are relative POSIX paths (`scans/3/a.laz`, `rasters/scan-3/chm-<job>-<attempt>.tif`).
 This is the object store only: scratch files (uploads being received, job work
 directories) live in a Workspace (server/workspace.py) and enter the store through
 `publish`. `fetch(key)` makes a stored object readable locally: with a local

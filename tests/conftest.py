@@ -169,11 +169,11 @@ class Workers:
     def __init__(self, services, run_dir: Path):
         self.services, self.run_dir, self.procs = services, run_dir, []
 
-    def start(self, workers: int = 1, **env: str) -> subprocess.Popen:
+    def start(self, workers: int = 1, preexec_fn=None, **env: str) -> subprocess.Popen:
         log = open(self.run_dir / f"worker-{len(self.procs)}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "server", "worker", "--workers", str(workers)], cwd=ROOT,
                                 env=_service_env(self.services, self.run_dir, **env), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec_fn)
         self.procs.append(proc)
         return proc
 

@@ -26,20 +26,25 @@ log = logging.getLogger("canopy.jobs")
 
 
 class Superseded(Exception):
-    """The job stopped being `running` (dismissed) before its outcome was committed."""
+    """The job stopped running this attempt (dismissed, or requeued by the reaper) before
+    its outcome was committed."""
 
 
-def _publish_files(outcome: Outcome, ctx, job_id: str) -> list[str]:
+def _raster_key(art: dict, job: dict, attempt: int) -> str:
+    return f"rasters/scan-{art['scan_id']}/{art['raster_kind']}-{job['id']}-{attempt}.tif"
+
+
+def _publish_files(outcome: Outcome, ctx, job: dict) -> list[str]:
     """Publish raster files from the work directory at their final keys (a local
     directory: atomic renames; S3: uploads); returns the keys so a failed commit can
-    delete them. Keys are unique per job, so nothing published here replaces a file
-    another commit refers to."""
+    delete them. Keys are unique per attempt of a job, so nothing published here
+    replaces a file another commit refers to, nor one another attempt published."""
     published = []
     try:
         for art in outcome.artifacts:
             if art["kind"] != "raster":
                 continue
-            key = f"rasters/scan-{art['scan_id']}/{art['raster_kind']}-{job_id}.tif"
+            key = _raster_key(art, job, job["attempts"])
             ctx.storage.publish(key, Path(art["path"]))
             art["storage_uri"] = key
             published.append(key)
@@ -62,7 +67,7 @@ def commit(job: dict, outcome: Outcome, ctx) -> tuple[dict, store.Changes]:
     its parent (store.Changes)."""
     job_id = job["id"]
     run_id = runs.run_id_of(job)
-    published = _publish_files(outcome, ctx, job_id)
+    published = _publish_files(outcome, ctx, job)
     replaced: list[str] = []
     try:
         with get_pool().connection() as conn, conn.transaction():
@@ -76,15 +81,19 @@ def commit(job: dict, outcome: Outcome, ctx) -> tuple[dict, store.Changes]:
             parent_id = store.lock_parent(conn, job_id)
             row = conn.execute("UPDATE jobs SET status = 'successful', progress = 100, message = 'done', "
                                "results = %s, updated = now(), job_end_datetime = now(), mimetype = "
-                               "'application/json' WHERE identifier = %s AND status = 'running' RETURNING 1",
-                               (json.dumps(results), job_id)).fetchone()
+                               "'application/json' WHERE identifier = %s AND status = 'running' AND attempts = %s "
+                               "RETURNING 1", (json.dumps(results), job_id, job["attempts"])).fetchone()
             if row is None:
-                raise Superseded(f"job {job_id} is no longer running")
+                raise Superseded(f"job {job_id} no longer runs attempt {job['attempts']}")
             changes = store.settle_parent(conn, parent_id)
     except BaseException:
         _delete(ctx, published)
         raise
-    _delete(ctx, replaced)                   # files of outputs this commit replaced
+    # files of outputs this commit replaced, and those of earlier attempts killed between
+    # publishing and committing (they can commit no more: the job ran this attempt)
+    earlier = [_raster_key(art, job, n) for art in outcome.artifacts if art["kind"] == "raster"
+               for n in range(1, job["attempts"])]
+    _delete(ctx, replaced + earlier)
     return results, changes
 
 

@@ -38,8 +38,8 @@ class WorkerContext:
         if now - self._last[0] < _MIN_INTERVAL and pct == self._last[1]:
             return
         self._last = (now, pct)
-        state = store.progress(self.job_id, pct, message)
-        if state is None:                             # no longer running: dismissed meanwhile
+        state = store.progress(self.job_id, self.job["attempts"], pct, message)
+        if state is None:                             # no longer running this attempt: dismissed or reaped
             raise self._dismissed_error(f"job {self.job_id} was dismissed")
         events.publish(self.job_id, "running", pct, message)
         if self.job["parent_id"]:

@@ -5,7 +5,10 @@ died goes back to accepted (the reaper) for a bounded number of attempts; any jo
 finished or not, can be dismissed (its results are then removed, and a successful
 job's run with its rows; its files go after the commit, see Changes.files).
 Every transition is one conditional UPDATE, so two workers or a worker and a
-dismissal can never both win.
+dismissal can never both win. A run is known by the job's `attempts` when it claimed
+it: a worker's heartbeat, progress, retry, failure and commit apply only while the job
+is still running that attempt, so a run the reaper took for dead (and requeued) can
+neither keep the job alive nor finish it beside the run that replaced it.
 
 Fan-out: a parent job waits (running, no heartbeat) while its child jobs (tiles) run.
 Every final transition of a child — successful, failed, reaped, dismissed — settles
@@ -148,45 +151,59 @@ def claim(job_id: str) -> dict | None:
     return _row(row) if row else None
 
 
-def heartbeat(job_id: str) -> str | None:
-    """Refresh the heartbeat of a running job; returns its status (to notice dismissal)."""
+def heartbeat(job_id: str, attempt: int) -> str | None:
+    """Refresh the heartbeat of a running job's `attempt`; returns the job's status (to
+    notice dismissal), or 'lost' when the job no longer runs that attempt (the reaper
+    requeued it: another attempt runs it or will). A job waiting for its tiles has no
+    heartbeat and gets none."""
     with get_pool().connection() as conn:
         row = conn.execute("UPDATE jobs SET heartbeat_at = now() WHERE identifier = %s AND status = 'running' "
-                           "RETURNING status", (job_id,)).fetchone()
+                           "AND attempts = %s AND heartbeat_at IS NOT NULL RETURNING status",
+                           (job_id, attempt)).fetchone()
         if row:
             return row[0]
-        row = conn.execute("SELECT status FROM jobs WHERE identifier = %s", (job_id,)).fetchone()
-    return row[0] if row else None
+        row = conn.execute("SELECT status, attempts FROM jobs WHERE identifier = %s", (job_id,)).fetchone()
+    if row is None:
+        return None
+    status, attempts = row
+    return "lost" if attempts != attempt or status == "accepted" else status
 
 
-def progress(job_id: str, percent: int, message: str) -> dict | None:
+def progress(job_id: str, attempt: int, percent: int, message: str) -> dict | None:
+    """Record a running attempt's progress; None when the job no longer runs it."""
     with get_pool().connection() as conn:
         row = conn.execute("UPDATE jobs SET progress = %s, message = %s, updated = now() "
-                           "WHERE identifier = %s AND status = 'running' RETURNING status, progress, message, updated",
-                           (percent, message[:500], job_id)).fetchone()
+                           "WHERE identifier = %s AND status = 'running' AND attempts = %s "
+                           "RETURNING status, progress, message, updated",
+                           (percent, message[:500], job_id, attempt)).fetchone()
     return dict(zip(("status", "progress", "message", "updated"), row)) if row else None
 
 
-def requeue(job_id: str, message: str) -> bool:
-    """running → accepted (for a retry or after a worker stopped); False if it is final."""
+def requeue(job_id: str, attempt: int, message: str) -> bool:
+    """running → accepted (for a retry or after a worker stopped); False if the job is
+    final or no longer runs `attempt`."""
     with get_pool().connection() as conn:
         row = conn.execute("UPDATE jobs SET status = 'accepted', message = %s, updated = now() "
-                           "WHERE identifier = %s AND status = 'running' RETURNING 1", (message, job_id)).fetchone()
+                           "WHERE identifier = %s AND status = 'running' AND attempts = %s RETURNING 1",
+                           (message, job_id, attempt)).fetchone()
     return row is not None
 
 
-def fail(job_id: str, message: str, *, traceback: str | None = None, dead_letter: bool = False) -> Changes:
+def fail(job_id: str, attempt: int, message: str, *, traceback: str | None = None,
+         dead_letter: bool = False) -> Changes | None:
+    """Fail the job whose `attempt` found it cannot finish; None (and nothing done) when
+    the job no longer runs that attempt."""
     with get_pool().connection() as conn, conn.transaction():
         parent_id = lock_parent(conn, job_id)
         row = conn.execute("UPDATE jobs SET status = 'failed', message = %s, error = %s, traceback = %s, "
                            "updated = now(), job_end_datetime = now() WHERE identifier = %s "
-                           "AND status IN ('accepted', 'running') RETURNING process_id, inputs, attempts",
-                           (message[:2000], message, traceback, job_id)).fetchone()
+                           "AND status = 'running' AND attempts = %s RETURNING process_id, inputs, attempts",
+                           (message[:2000], message, traceback, job_id, attempt)).fetchone()
         if row and dead_letter:
             conn.execute("INSERT INTO dead_letters (job_id, process_id, inputs, error, traceback, attempts) "
                          "VALUES (%s, %s, %s, %s, %s, %s)",
                          (job_id, row[0], json.dumps(row[1]), message, traceback, row[2]))
-        return settle_parent(conn, parent_id) if row else Changes()
+        return settle_parent(conn, parent_id) if row else None
 
 
 def dismiss(job_id: str) -> tuple[str | None, Changes]:

@@ -106,7 +106,7 @@ def test_dismissing_a_parent_dismisses_every_tile_and_ends_the_fan_out(store, db
 
 def test_a_failed_tile_fails_its_parent(store, db_url):
     parent, (failing, queued) = _fan_out(db_url, ["running", "accepted"])
-    changes = store.fail(failing, "bad tile")
+    changes = store.fail(failing, 1, "bad tile")
     assert changes.failed[0] == parent and changes.failed[2] == "tile 0 failed: bad tile"
     assert [s[0] for s in _states(db_url, parent, failing, queued)] == ["failed", "failed", "dismissed"]
 
@@ -114,7 +114,7 @@ def test_a_failed_tile_fails_its_parent(store, db_url):
 def test_the_last_successful_tile_releases_its_parent(store, db_url):
     from server.jobs import commit
     parent, (done, last) = _fan_out(db_url, ["successful", "running"])
-    job = {"id": last, "project_id": None, "parent_id": parent}
+    job = {"id": last, "project_id": None, "parent_id": parent, "attempts": 1}
     results, changes = commit.commit(job, Outcome(outputs={"part": "p1"}), SimpleNamespace(storage=None))
     assert results == {"part": "p1"} and changes.released == parent and not changes.failed
     (p_status, p_message, p_updated), (l_status, _, l_updated) = _states(db_url, parent, last)
@@ -138,8 +138,8 @@ def test_concurrent_tiles_settle_their_parent_exactly_once(store, db_url):
 
     def finish(kid):
         try:
-            _, changes = commit.commit({"id": kid, "project_id": None, "parent_id": parent}, Outcome(outputs={}),
-                                       SimpleNamespace(storage=None))
+            kid_job = {"id": kid, "project_id": None, "parent_id": parent, "attempts": 1}
+            _, changes = commit.commit(kid_job, Outcome(outputs={}), SimpleNamespace(storage=None))
             released.append(changes.released)
         except Exception as err:          # a deadlock would surface here
             errors.append(err)
@@ -158,7 +158,7 @@ def test_the_heartbeat_thread_is_stoppable_and_joinable(store, db_url):
     with psycopg.connect(db_url, autocommit=True) as conn:
         job_id = _job(conn, "running", heartbeat="now() - interval '1 hour'")
     stuck = []
-    beat = Heartbeat(job_id, interval=0.05, grace=0.3, on_stuck=lambda: stuck.append(time.monotonic()))
+    beat = Heartbeat(job_id, 1, interval=0.05, grace=0.3, on_stuck=lambda: stuck.append(time.monotonic()))
     assert not beat.is_alive()
     beat.start()
     assert beat.is_alive()
@@ -180,9 +180,58 @@ def test_the_heartbeat_thread_is_stoppable_and_joinable(store, db_url):
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         job_id = _job(conn, "running")
-    beat = Heartbeat(job_id, interval=0.05)
+    beat = Heartbeat(job_id, 1, interval=0.05)
     beat.start()
     time.sleep(0.2)
     beat.stop()
     beat.join(2)
     assert not beat.is_alive() and not beat.dismissed.is_set()
+
+
+def test_an_attempt_the_reaper_replaced_can_neither_keep_nor_finish_its_job(store, db_url):
+    """A live run taken for dead (its heartbeat late) and requeued: once another attempt has
+    claimed the job, the first one's heartbeat says it is lost, and its progress, retry,
+    failure and commit change nothing; the second attempt finishes the job."""
+    from server.jobs import commit
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        job_id = _job(conn, "running", heartbeat="now() - interval '1 hour'")
+    assert [r[:2] for r in store.reap(stale_seconds=10, max_attempts=3) if r[0] == job_id] == [(job_id, "accepted")]
+    assert store.heartbeat(job_id, 1) == "lost"                  # requeued, not yet claimed
+    second = store.claim(job_id)
+    assert second["attempts"] == 2
+    assert store.heartbeat(job_id, 1) == "lost" and store.heartbeat(job_id, 2) == "running"
+    assert store.progress(job_id, 1, 50, "stale") is None
+    assert store.requeue(job_id, 1, "stale retry") is False
+    assert store.fail(job_id, 1, "stale failure") is None
+    with pytest.raises(commit.Superseded):
+        commit.commit({"id": job_id, "project_id": None, "parent_id": None, "attempts": 1},
+                      Outcome(outputs={"by": 1}), SimpleNamespace(storage=None))
+    assert store.progress(job_id, 2, 50, "going")["status"] == "running"
+    results, _ = commit.commit({"id": job_id, "project_id": None, "parent_id": None, "attempts": 2},
+                               Outcome(outputs={"by": 2}), SimpleNamespace(storage=None))
+    assert results == {"by": 2}
+    assert _states(db_url, job_id)[0][0] == "successful" and store.heartbeat(job_id, 2) == "successful"
+
+
+def test_a_forked_process_opens_its_own_pool_and_leaves_its_parents_alone(store, db_url):
+    """db.pool after os.fork(): the child gets a pool of its own (not the parent's sockets),
+    and the parent's connections still work after the child used and left its pool."""
+    import os
+    from db.pool import get_pool
+    parent_pool = get_pool()
+    with parent_pool.connection() as conn:
+        parent_backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    pid = os.fork()
+    if pid == 0:                                        # the child: report by exit code only
+        code = 1
+        try:
+            pool = get_pool()
+            with pool.connection() as conn:
+                backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            code = 0 if pool is not parent_pool and backend != parent_backend else 2
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] >> 8 == 0
+    for _ in range(3):
+        with parent_pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone()[0] == 1
