@@ -57,7 +57,7 @@ def status_info(job: dict) -> dict:
             "links": links}
     # what the job works on, so a list of jobs can name it: its scan, or the runs it compares
     inputs = (job.get("inputs") or {}).get("inputs") or {}
-    if isinstance(inputs.get("scan"), int):
+    if type(inputs.get("scan")) is int:          # not a bool
         info["scan"] = inputs["scan"]
     runs = {k: inputs[k] for k in ("before", "after") if isinstance(inputs.get(k), str)}
     if runs:
