@@ -212,8 +212,9 @@ async def _journey(stack, people, files, db_url, tmp_path):
                      "crowns.algorithm", "dtm.algorithm", "noise.algorithm"):
             assert name in fields, (name, fields)
         bounds = await page.eval("(() => { const e = document.querySelector('#proc-fields [name=resolution]');"
-                                 " return [e.value, e.min, e.max]; })()")
-        assert bounds == ["0.5", "0.1", "10"], bounds              # default and bounds from the description
+                                 " return [e.value, e.placeholder, e.min, e.max]; })()")
+        # no default (the CHM cell is chosen from the scan: "auto"), the bounds from the description
+        assert bounds == ["", "auto", "0.1", "10"], bounds
         crowns = await page.eval("[...document.querySelector('#proc-fields [name=\"crowns.algorithm\"]').options]"
                                  ".map(o => o.value)")
         assert {"watershed", "dalponte2016"} <= set(crowns), crowns
