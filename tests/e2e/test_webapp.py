@@ -200,9 +200,12 @@ async def _journey(stack, people, files, db_url, tmp_path):
                         what="the scan to be ingested")
         assert f"EPSG:{EPSG}" in await page.eval(f"document.querySelector(\"{scan_li}\").textContent")
         assert await page.eval(f"document.querySelector(\"{scan_li}\").dataset.crsUnknown") is None
-        ingests = await page.eval("[...document.querySelectorAll('#jobs li[data-job]')]"
-                                  ".filter(li => li.textContent.includes('ingest-scan')).map(li => li.dataset.status)")
-        assert len(ingests) >= 2 and all(s == "successful" for s in ingests), ingests
+        # (the scan is ready once a file is ingested: the other file's job may still be finishing)
+        ingests = await page.wait("(() => { const s = [...document.querySelectorAll('#jobs li[data-job]')]"
+                                  ".filter(li => li.textContent.includes('ingest-scan')).map(li => li.dataset.status);"
+                                  " return s.length >= 2 && s.every(x => x !== 'running' && x !== 'accepted') && s; })()",
+                                  60, what="both ingest jobs to end")
+        assert all(s == "successful" for s in ingests), ingests
 
         # -- forest-inventory from the form generated from its description ----------------------------
         await page.click(f"{scan_li} .scan-run")
@@ -332,6 +335,10 @@ async def _journey(stack, people, files, db_url, tmp_path):
             assert sizes and all(w > 0 for w in sizes), sizes
             targets = (await page.send("Target.getTargets"))["targetInfos"]
             assert sum(t["type"] == "page" and t["url"].startswith("blob:") for t in targets) == n + 1, targets
+        for t in targets:                      # the report tabs closed: the map's tab draws again in front
+            if t["url"].startswith("blob:"):
+                await page.send("Target.closeTarget", targetId=t["targetId"])
+        await page.send("Page.bringToFront")
         anonymous = requests.get(f"{stack}/scans/{scan_id}/report", timeout=10)
         assert anonymous.status_code == 404                               # a bare link could not open it
 
@@ -391,7 +398,7 @@ async def _journey(stack, people, files, db_url, tmp_path):
         legend = await page.wait(f"document.querySelector('{block}')?.textContent", 30, what="the change legend")
         assert f"Change — scan #{scan_id}" in legend and "canopy lost" in legend and "stable canopy" in legend, legend
         await page.eval(f"(() => {{ const b = canopy.rasters.get('{change_id}').bounds; canopy.map.fitBounds("
-                        "[[b[0], b[1]], [b[2], b[3]]], {animate: false, padding: 20}); }})()")
+                        "[[b[0], b[1]], [b[2], b[3]]], {animate: false, padding: 20}); })()")
         await page.wait("canopy.map.loaded() && canopy.map.areTilesLoaded()", 60, what="the change tiles")
         await asyncio.sleep(1.0)
         img = _pixels(await page.screenshot(SHOTS / "10c-change-layer.png"))
