@@ -61,6 +61,9 @@ _STATUS_INFO = {"type": "object", "required": ["jobID", "status", "type"], "prop
     "started": {"type": "string", "format": "date-time", "nullable": True},
     "finished": {"type": "string", "format": "date-time", "nullable": True},
     "updated": {"type": "string", "format": "date-time", "nullable": True},
+    "scan": {"type": "integer", "description": "the scan the job works on (its `scan` input)"},
+    "runs": {"type": "object", "description": "the runs it compares (its `before` and `after` inputs)",
+             "additionalProperties": {"type": "string"}},
     "links": {"type": "array", "items": {"$ref": "#/components/schemas/link"}}}}
 _EXECUTE = {"type": "object", "properties": {
     "inputs": {"type": "object", "additionalProperties": True},

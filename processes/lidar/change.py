@@ -43,6 +43,9 @@ from .errors import IncompatibleInputs, InvalidParameter
 NODATA, STABLE, LOST, GAINED, GROWTH, OPEN = 0, 1, 2, 3, 4, 5
 CLASSES = {NODATA: "nodata", STABLE: "stable_canopy", LOST: "canopy_lost", GAINED: "canopy_gained",
            GROWTH: "growth", OPEN: "no_canopy"}
+# the colours of the classes, in the change COG's colour table and on the map (nodata transparent)
+CLASS_COLORS = {STABLE: (45, 106, 79, 255), LOST: (215, 48, 39, 255), GAINED: (69, 117, 180, 255),
+                GROWTH: (166, 217, 106, 255), OPEN: (224, 224, 214, 255)}
 
 
 @dataclass(frozen=True)
@@ -362,7 +365,8 @@ def compare(before: np.ndarray, before_transform: Affine, after: np.ndarray, aft
 
 
 def write_products(result: ChangeResult, out_dir, crs, units_to_metre: float = 1.0) -> dict[str, Path]:
-    """The difference (float32, m) and change-class (uint8, 0 = nodata, overviews by nearest)
+    """The difference (float32, m) and change-class (uint8, 0 = nodata, overviews by nearest,
+    a colour table of :data:`CLASS_COLORS` and the class names in the band's ``classes`` tag)
     rasters as Cloud Optimized GeoTIFFs ``chm_diff.tif`` and ``change.tif`` in ``out_dir``."""
     from .cog import write_cog
     from .grid import Grid
@@ -373,5 +377,7 @@ def write_products(result: ChangeResult, out_dir, crs, units_to_metre: float = 1
     grid = Grid(t.c * u, t.f * u, t.a * u, *result.diff.shape)
     diff = write_cog(out / "chm_diff.tif", result.diff[None], grid, crs, ["chm_diff"], to_native=1 / u)
     classes = write_cog(out / "change.tif", result.classes[None], grid, crs, ["change"], to_native=1 / u,
-                        dtype="uint8", nodata=NODATA, resampling="nearest", units="class")
+                        dtype="uint8", nodata=NODATA, resampling="nearest", units="class",
+                        colormap={NODATA: (0, 0, 0, 0), **CLASS_COLORS},
+                        classes={k: v for k, v in CLASSES.items() if k != NODATA})
     return {"chm_diff": diff, "change": classes}

@@ -7,6 +7,7 @@ band names.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -34,8 +35,10 @@ class MosaicWriter:
 
     def __init__(self, path: str | Path, grid: Grid, crs, band_names: Sequence[str], *, to_native: float = 1.0,
                  tmpdir: str | Path | None = None, units: str | Sequence[str] = "metre", dtype: str = "float32",
-                 nodata: float = NODATA, resampling: str = "average"):
-        # dtype/nodata/resampling: a class map is uint8 with its own nodata, its overviews by "nearest"
+                 nodata: float = NODATA, resampling: str = "average", colormap: dict | None = None,
+                 classes: dict[int, str] | None = None):
+        # dtype/nodata/resampling: a class map is uint8 with its own nodata, its overviews by "nearest",
+        # a colour table (value -> RGBA) and its class names (band tag `classes`, JSON value -> name)
         self.path = Path(path)
         self.grid = grid
         self.dtype, self.nodata, self.resampling = dtype, nodata, resampling
@@ -55,6 +58,10 @@ class MosaicWriter:
         for i, name in enumerate(self.bands, start=1):
             self.ds.set_band_description(i, name)
             self.ds.update_tags(i, units=self.units[i - 1])  # forwarded into the COG's band metadata
+            if classes:
+                self.ds.update_tags(i, classes=json.dumps({str(k): v for k, v in classes.items()}))
+        if colormap:
+            self.ds.write_colormap(1, colormap)        # kept by rio-cogeo (a palette band)
         self.written = False
 
     def write(self, data: np.ndarray, grid: Grid) -> None:

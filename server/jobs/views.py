@@ -51,10 +51,18 @@ def status_info(job: dict) -> dict:
     if job["status"] == "successful":
         links.append({"href": f"{url}/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results",
                       "type": "application/json", "title": "results"})
-    return {"type": "process", "jobID": job["id"], "processID": job["process_id"], "status": job["status"],
+    info = {"type": "process", "jobID": job["id"], "processID": job["process_id"], "status": job["status"],
             "message": job["message"], "progress": job["progress"], "created": _iso(job["created"]),
             "started": _iso(job["started"]), "finished": _iso(job["finished"]), "updated": _iso(job["updated"]),
             "links": links}
+    # what the job works on, so a list of jobs can name it: its scan, or the runs it compares
+    inputs = (job.get("inputs") or {}).get("inputs") or {}
+    if type(inputs.get("scan")) is int:          # not a bool
+        info["scan"] = inputs["scan"]
+    runs = {k: inputs[k] for k in ("before", "after") if isinstance(inputs.get(k), str)}
+    if runs:
+        info["runs"] = runs
+    return info
 
 
 def absolute_links(value):

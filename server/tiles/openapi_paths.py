@@ -30,10 +30,12 @@ STYLE = [
     _query("bidx", "band to render (1-based); metrics rasters hold one metric per band",
            {"type": "integer", "minimum": 1, "default": 1}),
     _query("rescale", "`min,max`: the value range spread over the colormap (default per kind: "
-           + "; ".join(f"{k} {v.low}..{v.high}" for k, v in DEFAULTS.items()) + ")"),
+           + "; ".join(f"{k} {'its class values' if v.classes else f'{v.low}..{v.high}'}" for k, v in DEFAULTS.items())
+           + ")"),
     _query("colormap", "a rio-tiler colormap name (viridis, terrain, magma, gray, ...) or a JSON object "
            "mapping indices 0-255 to RGBA (default per kind: "
-           + ", ".join(f"{k} {v.colormap}" for k, v in DEFAULTS.items()) + ")"),
+           + ", ".join(f"{k} {v.colormap if isinstance(v.colormap, str) else 'a colour per class'}"
+                       for k, v in DEFAULTS.items()) + ")"),
     _query("colormap_name", "alias of `colormap` (TiTiler's name)"),
     _query("hillshade", "shade by the terrain (default on for dtm and dsm)", {"type": "boolean"}),
     _query("v", "the raster version (from TileJSON / tileset links): tiles are immutable under it"),

@@ -24,6 +24,8 @@ from PIL import Image
 from rio_tiler.colormap import cmap as colormaps
 from rio_tiler.errors import InvalidColorMapName
 
+from processes.lidar.change import CLASS_COLORS, CLASSES
+
 from ..errors import BadRequest
 
 FORMATS = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
@@ -32,10 +34,16 @@ PNG_LEVEL = 1            # zlib level: 1 is ~3x faster than 6 for ~25% more byte
 
 @dataclass(frozen=True)
 class KindStyle:
-    colormap: str
+    colormap: str | tuple[tuple[int, int, int, int], ...]   # a name or 256 RGBA entries
     hillshade: bool
-    low: str                 # "zero" or a percentile key of rio-tiler's statistics
+    low: str                 # "zero", "symmetric" (-m..m around 0) or a percentile key of rio-tiler's statistics
     high: str
+    classes: tuple[tuple[int, str], ...] = ()      # a class map: (value, name); the value is its colour's entry
+
+
+def class_table(colors: Mapping[int, tuple[int, int, int, int]]) -> tuple[tuple[int, int, int, int], ...]:
+    """256 RGBA entries: each class value's colour at its own index, the rest transparent."""
+    return tuple(tuple(colors.get(i, (0, 0, 0, 0))) for i in range(256))  # type: ignore[misc]
 
 
 DEFAULTS: dict[str, KindStyle] = {
@@ -45,6 +53,10 @@ DEFAULTS: dict[str, KindStyle] = {
     "density": KindStyle("magma", False, "zero", "percentile_98"),
     "metrics": KindStyle("viridis", False, "percentile_2", "percentile_98"),
     "aba": KindStyle("viridis", False, "zero", "percentile_98"),      # area-based predictions (per ha, >= 0)
+    # compare: after − before in metres, red where the canopy fell, blue where it rose, white at 0
+    "chm_diff": KindStyle("rdbu", False, "symmetric", "percentile_98"),
+    "change": KindStyle(class_table(CLASS_COLORS), False, "zero", "max",
+                        tuple((v, n) for v, n in CLASSES.items() if v in CLASS_COLORS)),
 }
 
 
@@ -112,8 +124,27 @@ def _parse_colormap(raw: str) -> str | tuple[tuple[int, int, int, int], ...]:
     return tuple(table)
 
 
+GENERIC = KindStyle("viridis", False, "percentile_2", "percentile_98")
+
+
+def kind_style(kind: str) -> KindStyle:
+    """The default style of a raster kind; a kind not listed is drawn over its 2-98 % range."""
+    return DEFAULTS.get(kind, GENERIC)
+
+
+def legend(style: Style, kind: str) -> dict:
+    """What a legend draws: sampled palette entries, and a class map's classes with their colours."""
+    pal = palette(style.colormap)
+    out: dict = {"legend": [[i, *map(int, pal[i])] for i in range(1, 256, 18)]}
+    default = kind_style(kind)
+    if default.classes and style.colormap == default.colormap:
+        out["classes"] = [{"value": v, "name": name, "color": list(default.colormap[v])}
+                          for v, name in default.classes]
+    return out
+
+
 def parse_style(args: Mapping[str, str], kind: str) -> Style:
-    defaults = DEFAULTS[kind]
+    defaults = kind_style(kind)
     raw_bidx = args.get("bidx", "1")
     if not (raw_bidx.isascii() and raw_bidx.isdigit()) or int(raw_bidx) < 1:   # int() refuses "¹"
         raise BadRequest(f"bidx must be a band number starting at 1, got {raw_bidx!r}")
@@ -127,8 +158,18 @@ def parse_style(args: Mapping[str, str], kind: str) -> Style:
 
 
 def default_rescale(kind: str, stats: Mapping[str, float]) -> tuple[float, float]:
-    """The kind's default value range from a band's statistics (rio-tiler's keys)."""
-    style = DEFAULTS[kind]
+    """The kind's default value range from a band's statistics (rio-tiler's keys).
+
+    A class map's range is 0..254: a value v then maps to palette index v + 1, which
+    `palette` fills with entry v of the class table (exactly, for values below 127)."""
+    style = kind_style(kind)
+    if style.classes:
+        return 0.0, 254.0
+    if style.low == "symmetric":
+        reach = max(abs(float(stats.get("percentile_2", stats.get("min", 0.0)))),
+                    abs(float(stats.get(style.high, stats.get("max", 0.0)))))
+        reach = max(1.0, math.ceil(reach)) if math.isfinite(reach) else 1.0
+        return -reach, reach
     low = 0.0 if style.low == "zero" else float(stats.get(style.low, stats.get("min", 0.0)))
     high = float(stats.get(style.high, stats.get("max", 1.0)))
     if kind == "chm":

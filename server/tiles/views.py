@@ -146,8 +146,7 @@ def raster_tilejson(raster_id: int):
         rescale = style.rescale or render.default_rescale(raster.kind, tiler.band_stats(entry, style.bidx))
         info = {"kind": raster.kind, "bidx": style.bidx, "rescale": list(rescale),
                 "colormap": style.colormap if isinstance(style.colormap, str) else "custom",
-                "hillshade": style.hillshade,
-                "legend": [[int(i), *map(int, render.palette(style.colormap)[i])] for i in range(1, 256, 18)]}
+                "hillshade": style.hillshade, **render.legend(style, raster.kind)}
         doc = metadata.tilejson(catalog.base_url(), raster, entry, query, fmt, info)
     return _json(doc, raster)
 

@@ -103,9 +103,11 @@ class Browser:
             raise JSError(f"{method}: {data['error']}")
         return data.get("result", {})
 
-    async def eval(self, expression: str):
-        """The value of a JS expression (promises awaited)."""
-        result = await self.send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+    async def eval(self, expression: str, gesture: bool = False):
+        """The value of a JS expression (promises awaited); `gesture`: run as if the user acted
+        (what opening a tab from a click needs)."""
+        result = await self.send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True,
+                                 userGesture=gesture)
         if "exceptionDetails" in result:
             raise JSError(f"{expression[:200]}: {json.dumps(result['exceptionDetails'])[:800]}")
         return result["result"].get("value")
@@ -130,7 +132,23 @@ class Browser:
 
     async def click(self, selector: str) -> None:
         await self.eval(f"(() => {{ const el = document.querySelector({json.dumps(selector)}); "
-                        f"if (!el) throw new Error('no ' + {json.dumps(selector)}); el.click(); return true; }})()")
+                        f"if (!el) throw new Error('no ' + {json.dumps(selector)}); el.click(); return true; }})()",
+                        gesture=True)
+
+    async def tap(self, x: float, y: float) -> None:
+        """A finger's tap at (x, y) (CSS pixels of the viewport), with touch emulation on."""
+        await self.send("Emulation.setTouchEmulationEnabled", enabled=True, maxTouchPoints=1)
+        point = [{"x": x, "y": y}]
+        await self.send("Input.dispatchTouchEvent", type="touchStart", touchPoints=point)
+        await self.send("Input.dispatchTouchEvent", type="touchEnd", touchPoints=[])
+
+    async def axe(self, script: Path) -> list[dict]:
+        """axe-core's violations on the page as it is now (the script injected once)."""
+        if not await self.eval("!!window.axe"):
+            await self.eval(script.read_text() + "\n;true")
+        return await self.eval("axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(v => "
+                               "({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' '))"
+                               ".slice(0, 5)})))")
 
     async def fill(self, selector: str, value: str) -> None:
         await self.eval(f"(() => {{ const el = document.querySelector({json.dumps(selector)}); el.value = "

@@ -200,9 +200,12 @@ async def _journey(stack, people, files, db_url, tmp_path):
                         what="the scan to be ingested")
         assert f"EPSG:{EPSG}" in await page.eval(f"document.querySelector(\"{scan_li}\").textContent")
         assert await page.eval(f"document.querySelector(\"{scan_li}\").dataset.crsUnknown") is None
-        ingests = await page.eval("[...document.querySelectorAll('#jobs li[data-job]')]"
-                                  ".filter(li => li.textContent.includes('ingest-scan')).map(li => li.dataset.status)")
-        assert len(ingests) >= 2 and all(s == "successful" for s in ingests), ingests
+        # (the scan is ready once a file is ingested: the other file's job may still be finishing)
+        ingests = await page.wait("(() => { const s = [...document.querySelectorAll('#jobs li[data-job]')]"
+                                  ".filter(li => li.textContent.includes('ingest-scan')).map(li => li.dataset.status);"
+                                  " return s.length >= 2 && s.every(x => x !== 'running' && x !== 'accepted') && s; })()",
+                                  60, what="both ingest jobs to end")
+        assert all(s == "successful" for s in ingests), ingests
 
         # -- forest-inventory from the form generated from its description ----------------------------
         await page.click(f"{scan_li} .scan-run")
@@ -279,11 +282,11 @@ async def _journey(stack, people, files, db_url, tmp_path):
         # a pop-up at the forest's centre: units, rounded numbers, no 15-digit floats
         lon, lat = people["center"]
         html = await page.eval(f"canopy.showPopup({{lng: {lon}, lat: {lat}}}, canopy.map.project([{lon}, {lat}]))")
-        assert "public plot" in html and f"CHM #{chm_id}" in html, html
+        assert "public plot" in html and f"CHM — scan #{scan_id} “Block 7 2026” — run {job_id[:8]}" in html, html
         assert "Plot plot A" in html and re.search(r'title="highest return height">zmax</td><td><b>\d+\.\d{1,2}</b> m', html)
         assert re.search(r'>cover</td><td><b>[\d.]+</b> %', html) and '<svg class="lad-chart"' in html, html
         assert not re.search(r"\d\.\d{5,}", html), html
-        assert re.search(r"CHM #\d+: <b>\d+\.\d{1,2}</b> m", html), html
+        assert re.search(r"CHM — scan #\d+[^:<]*: <b>\d+\.\d{1,2}</b> m", html), html
         await page.screenshot(SHOTS / "09-popup.png")
 
         # -- downloads: the trees as GeoJSON and the CHM's COG, saved by the browser -------------------
@@ -313,6 +316,95 @@ async def _journey(stack, people, files, db_url, tmp_path):
         assert cog.read_bytes()[:4] in (b"II*\x00", b"MM\x00*")
         assert await page.eval("document.getElementById('download-status').dataset.status") == "200"
         await page.screenshot(SHOTS / "10-downloads.png")
+
+        # -- the private scan's report opens, from the scans list and from the downloads -------------
+        for n, link in enumerate((f"#scans li[data-scan='{scan_id}'] a[data-report]",
+                                  f"#downloads li[data-scan='{scan_id}'] a[data-report]")):
+            await page.eval("document.body.dataset.report = 'waiting'")
+            await page.click(link)
+            url = await page.wait("!['', 'waiting'].includes(document.body.dataset.report || 'waiting') && "
+                                  "document.body.dataset.report", 60, what="the report")
+            assert url.startswith("blob:"), url
+            report = await page.eval(f"fetch('{url}').then(r => r.text())")
+            assert "Block 7 2026" in report and "no scan" not in report, report[:500]
+            # its quicklooks were fetched with the token too: images of this page's origin that load
+            sizes = await page.eval(f"fetch('{url}').then(r => r.text()).then(t => Promise.all([...new DOMParser()"
+                                    ".parseFromString(t, 'text/html').querySelectorAll('img.quicklook')].map(i => "
+                                    "new Promise(ok => { const im = new Image(); im.onload = () => ok(im.naturalWidth);"
+                                    " im.onerror = () => ok(0); im.src = i.src; }))))")
+            assert sizes and all(w > 0 for w in sizes), sizes
+            targets = (await page.send("Target.getTargets"))["targetInfos"]
+            assert sum(t["type"] == "page" and t["url"].startswith("blob:") for t in targets) == n + 1, targets
+        for t in targets:                      # the report tabs closed: the map's tab draws again in front
+            if t["url"].startswith("blob:"):
+                await page.send("Target.closeTarget", targetId=t["targetId"])
+        await page.send("Page.bringToFront")
+        anonymous = requests.get(f"{stack}/scans/{scan_id}/report", timeout=10)
+        assert anonymous.status_code == 404                               # a bare link could not open it
+
+        # -- the jobs and layers name their scan and run ------------------------------------------------
+        assert f"scan #{scan_id} “Block 7 2026”" in await page.eval(f"document.querySelector(\"{job_li}\").textContent")
+        chm_title = await page.eval(f"document.querySelector('#layers li[data-layer=\"raster-{chm_id}\"]').textContent")
+        assert f"CHM — scan #{scan_id} “Block 7 2026” — run {job_id[:8]}" in chm_title, chm_title
+
+        # -- a second inventory, then compare the two runs picked by name from a list ------------------
+        await page.click(f"{scan_li} .scan-run")
+        await page.wait(f"document.getElementById('proc-target').dataset.scan === '{scan_id}'", 20)
+        await page.fill("#proc-fields [name=metrics_resolution]", "10")
+        listed = json.dumps(await page.eval("[...document.querySelectorAll('#jobs li[data-job]')].map(li => li.dataset.job)"))
+        await page.click("#proc-run")
+        second = await page.wait("[...document.querySelectorAll('#jobs li[data-job]')].find(li => "
+                                 f"li.textContent.includes('forest-inventory') && !{listed}.includes(li.dataset.job))"
+                                 "?.dataset.job", 30, what="the second run in the list")
+        await page.wait(f"(document.body.dataset.layersFor || '').includes('{second}')", 600, every=0.5,
+                        what="the second run's layers")
+        with psycopg.connect(db_url) as conn:
+            chm2 = conn.execute("SELECT id FROM rasters WHERE run_id = %s AND kind = 'chm'", (second,)).fetchone()[0]
+        await page.wait(f"!document.querySelector('#legend .legend-block[data-raster=\"{chm_id}\"]')", 20,
+                        what="the first run's CHM, no longer listed by the API, to leave the map")
+        shown = sorted(await page.eval("[...canopy.rasters.keys()]"))
+        listed_rasters = requests.get(f"{stack}/collections/rasters/items?limit=200&f=json", timeout=10,
+                                      headers={"Authorization": f"Bearer {_token(stack, people['username'])['access_token']}"})
+        assert shown == sorted(str(f["id"]) for f in listed_rasters.json()["features"]) and str(chm2) in shown
+
+        await page.fill("#proc-select", "compare")
+        await page.wait("document.body.dataset.formReady === 'compare' && "
+                        "document.querySelectorAll('#proc-fields select[data-run=after] option').length >= 2", 30,
+                        what="the runs to compare")
+        options = await page.eval("[...document.querySelector('#proc-fields select[data-run=after]').options]"
+                                  ".map(o => [o.value, o.textContent])")
+        labels = dict(options)
+        assert job_id in labels and second in labels, options
+        assert labels[second].startswith(f"scan #{scan_id} Block 7 2026 — forest-inventory 20") and \
+            labels[second].endswith(second[:8]), labels
+        assert await page.eval("document.querySelector('#proc-fields select[data-run=before]').value") == job_id
+        assert await page.eval("document.querySelector('#proc-fields select[data-run=after]').value") == second
+        assert second[:8] in await page.eval("document.getElementById('proc-target').textContent")
+        await page.screenshot(SHOTS / "10b-compare-form.png")
+        listed = json.dumps(await page.eval("[...document.querySelectorAll('#jobs li[data-job]')].map(li => li.dataset.job)"))
+        await page.click("#proc-run")
+        compare = await page.wait("[...document.querySelectorAll('#jobs li[data-job]')].find(li => "
+                                  f"li.textContent.includes('compare') && !{listed}.includes(li.dataset.job))"
+                                  "?.dataset.job", 30, what="the compare job")
+        await page.wait(f"(document.body.dataset.layersFor || '').includes('{compare}')", 300, every=0.5,
+                        what="the compare job's layers")
+        compare_li = f"#jobs li[data-job='{compare}']"
+        assert await page.eval(f"document.querySelector(\"{compare_li}\").dataset.status") == "successful"
+        text = await page.eval(f"document.querySelector(\"{compare_li}\").textContent")
+        assert f"runs {job_id[:8]} → {second[:8]}" in text and "stable canopy" in text and " ha" in text, text
+        with psycopg.connect(db_url) as conn:
+            change_id = conn.execute("SELECT id FROM rasters WHERE run_id = %s AND kind = 'change'", (compare,)).fetchone()[0]
+        block = f"#legend .legend-block[data-raster=\"{change_id}\"]"
+        legend = await page.wait(f"document.querySelector('{block}')?.textContent", 30, what="the change legend")
+        assert f"Change — scan #{scan_id}" in legend and "canopy lost" in legend and "stable canopy" in legend, legend
+        await page.eval(f"(() => {{ const b = canopy.rasters.get('{change_id}').bounds; canopy.map.fitBounds("
+                        "[[b[0], b[1]], [b[2], b[3]]], {animate: false, padding: 20}); })()")
+        await page.wait("canopy.map.loaded() && canopy.map.areTilesLoaded()", 60, what="the change tiles")
+        await asyncio.sleep(1.0)
+        img = _pixels(await page.screenshot(SHOTS / "10c-change-layer.png"))
+        stable = (np.abs(img - np.array([45, 106, 79])).sum(-1) < 12).sum()
+        assert stable > 5000, f"only {stable} stable-canopy pixels"
+        assert not [line for line in page.console if "HTTP 500" in line], page.console[-10:]
 
         # -- a job dismissed from the list while it runs: it really stops -----------------------------
         await page.eval("document.getElementById('sec-run').open = true")
@@ -373,3 +465,164 @@ async def _journey(stack, people, files, db_url, tmp_path):
 def test_webapp_journey(stack, people, forest_files, db_url, tmp_path):
     _ensure_viewer_built()
     asyncio.run(_journey(stack, people, forest_files, db_url, tmp_path))
+
+
+def _axe_script() -> Path | None:
+    """axe-core's browser script, when installed (web/node_modules, or CANOPY_AXE_JS)."""
+    import os
+    for candidate in (os.environ.get("CANOPY_AXE_JS"),
+                      Path(__file__).parents[2] / "web" / "node_modules" / "axe-core" / "axe.min.js"):
+        if candidate and Path(candidate).exists():
+            return Path(candidate)
+    return None
+
+
+async def _sign_in(page, username: str) -> None:
+    await page.fill("#signin input[name=username]", username)
+    await page.fill("#signin input[name=password]", PASSWORD)
+    await page.eval("document.querySelector('#signin').requestSubmit()")
+    await page.wait("document.body.dataset.signedIn === '1'", 30, what="sign-in")
+
+
+def test_run_goes_to_the_clicked_scan_and_projects_are_made_in_the_page(stack, people, db_url, tmp_path):
+    """"Run…" pressed on each of two scans right after sign-in (while the scans list and the
+    process form are drawn again) runs each scan once, and the form says which scan it runs;
+    then a project is made in the page and its members are managed there."""
+    _ensure_viewer_built()
+    from argon2 import PasswordHasher
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        scans = [conn.execute("INSERT INTO scans (project_id, name, status) VALUES (%s, %s, 'ready') RETURNING id",
+                              (people["private"], name)).fetchone()[0] for name in ("North stand", "South stand")]
+        colleague = f"colleague{int(time.time() * 1000) % 10**8}"
+        colleague_id = conn.execute("INSERT INTO users (username, password_hash, role) VALUES (%s, %s, 'viewer') "
+                                    "RETURNING id", (colleague, PasswordHasher().hash(PASSWORD))).fetchone()[0]
+        since = conn.execute("SELECT now()").fetchone()[0]
+
+    async def run() -> None:
+        async with Browser(tmp_path / "profile", WIDTH, HEIGHT) as page:
+            await page.goto(f"{stack}/viewer")
+            await page.wait("document.body.dataset.ready === '1'", 90, what="the map to load")
+            await _sign_in(page, people["username"])
+            started = []
+            for scan in scans:
+                button = f"#scans li[data-scan='{scan}'] .scan-run"
+                await page.wait(f"!!document.querySelector(\"{button}\")", 20, every=0.02, what="the scan listed")
+                await page.click(button)                   # at once: the form may still be drawn again
+                await page.wait(f"document.body.dataset.formReady === 'forest-inventory' && "
+                                f"document.getElementById('proc-target').dataset.scan === '{scan}'", 30,
+                                what=f"the form to show scan {scan}")
+                target = await page.eval("document.getElementById('proc-target').textContent")
+                name = "North stand" if scan == scans[0] else "South stand"
+                assert f"scan #{scan} “{name}”" in target, target
+                assert await page.eval("document.getElementById('proc-run').textContent") == f"Run on scan #{scan}"
+                listed = json.dumps(await page.eval("[...document.querySelectorAll('#jobs li[data-job]')]"
+                                                    ".map(li => li.dataset.job)"))
+                await page.click("#proc-run")
+                job = await page.wait("[...document.querySelectorAll('#jobs li[data-job]')].find(li => "
+                                      f"!{listed}.includes(li.dataset.job))?.dataset.job", 30, what="the job")
+                await page.wait(f"document.querySelector(\"#jobs li[data-job='{job}']\").textContent"
+                                f".includes('scan #{scan} “{name}”')", 20, what="the job naming its scan")
+                started.append(job)
+            await page.screenshot(SHOTS / "20-run-on-clicked-scan.png")
+            with psycopg.connect(db_url) as conn:
+                ran = conn.execute("SELECT (inputs->'inputs'->>'scan')::int, count(*) FROM jobs WHERE created >= %s "
+                                   "AND process_id = 'forest-inventory' GROUP BY 1", (since,)).fetchall()
+            assert dict(ran) == {scans[0]: 1, scans[1]: 1}, ran
+
+            # -- a project made in the page; its members managed there ----------------------------------
+            await page.fill("#pn-name", "Block 9 (made in the page)")
+            await page.click("#project-new button[type=submit]")
+            project = int(await page.wait("document.getElementById('pn-status').dataset.project", 20,
+                                          what="the new project"))
+            li = f"#projects li[data-project='{project}']"
+            text = await page.wait(f"document.querySelector(\"{li}\")?.textContent", 20, what="the project listed")
+            assert "Block 9 (made in the page)" in text and "owner" in text and "private" in text, text
+            assert await page.eval(f"[...document.getElementById('up-project').options].some(o => o.value === '{project}')")
+            await page.click(f"{li} button[data-members]")
+            await page.wait(f"!!document.querySelector(\"{li} .member-add\")", 20, what="the members")
+            assert people["username"] in await page.eval(f"document.querySelector(\"{li} .members\").textContent")
+            await page.fill(f"{li} .member-add input[name=user]", str(colleague_id))
+            await page.eval(f"document.querySelector(\"{li} .member-add\").requestSubmit()")
+            member = f"{li} .members li[data-user='{colleague_id}']"
+            await page.wait(f"!!document.querySelector(\"{member}\")", 20, what="the member added")
+            await page.fill(f"{member} select", "editor")
+            await page.wait(f"document.querySelector(\"{li} .member-status\").textContent.includes('editor')", 20)
+            with psycopg.connect(db_url) as conn:
+                assert conn.execute("SELECT role FROM project_members WHERE project_id = %s AND user_id = %s",
+                                    (project, colleague_id)).fetchone() == ("editor",)
+            await page.screenshot(SHOTS / "21-project-members.png")
+            await page.click(f"{member} .member-remove")
+            await page.wait(f"!document.querySelector(\"{member}\")", 20, what="the member removed")
+            with psycopg.connect(db_url) as conn:
+                assert conn.execute("SELECT count(*) FROM project_members WHERE project_id = %s AND user_id = %s",
+                                    (project, colleague_id)).fetchone() == (0,)
+
+    asyncio.run(run())
+
+
+def test_phone_layout_panel_toggle_and_tap(stack, people, tmp_path):
+    """At 390 x 844 the map is full-width and most of the screen, the panel hides behind a
+    button (the map then takes the whole screen), and a tap on the map opens a pop-up."""
+    _ensure_viewer_built()
+    w, h = 390, 844
+
+    async def run() -> None:
+        async with Browser(tmp_path / "profile", w, h) as page:
+            await page.goto(f"{stack}/viewer")
+            await page.wait("document.body.dataset.ready === '1'", 90, what="the map to load")
+            box = await page.eval("(() => { const r = document.getElementById('map').getBoundingClientRect();"
+                                  " return [r.width, r.height]; })()")
+            assert box[0] == w and box[1] >= 0.6 * h, box
+            await page.screenshot(SHOTS / "30-phone.png")
+            await page.click("#panel-toggle")
+            box = await page.eval("(() => { const r = document.getElementById('map').getBoundingClientRect();"
+                                  " return [r.width, r.height, canopy.map.getCanvas().clientHeight]; })()")
+            assert box[0] == w and box[1] == h and box[2] == h, box
+            assert await page.eval("document.getElementById('panel').offsetParent") is None
+            assert await page.eval("document.getElementById('panel-toggle').getAttribute('aria-expanded')") == "false"
+            lon, lat = people["center"]
+            await page.eval(f"canopy.map.jumpTo({{center: [{lon}, {lat}], zoom: 17}}) && true")
+            await page.wait("canopy.map.loaded() && canopy.map.areTilesLoaded()", 60)
+            await asyncio.sleep(0.5)
+            x, y = await page.eval(f"(() => {{ const p = canopy.map.project([{lon}, {lat}]); return [p.x, p.y]; }})()")
+            await page.tap(x, y)
+            popup = await page.wait("document.querySelector('.maplibregl-popup')?.textContent", 20,
+                                    what="a pop-up after a tap")
+            assert "public plot" in popup, popup
+            await page.screenshot(SHOTS / "31-phone-map-tap.png")
+            await page.click("#panel-toggle")
+            assert await page.eval("document.getElementById('panel').offsetParent") is not None
+
+    asyncio.run(run())
+
+
+def test_viewer_has_no_critical_or_serious_axe_violations(stack, people, tmp_path):
+    """axe-core on /viewer, signed out and signed in with every panel open: 0 critical, 0 serious."""
+    script = _axe_script()
+    if script is None:
+        pytest.skip("axe-core is not installed (npm install in web/, or CANOPY_AXE_JS)")
+    _ensure_viewer_built()
+
+    async def run() -> None:
+        async with Browser(tmp_path / "profile", WIDTH, HEIGHT) as page:
+            await page.goto(f"{stack}/viewer")
+            await page.wait("document.body.dataset.ready === '1'", 90, what="the map to load")
+            found = {}
+            for state in ("signed out", "signed in"):
+                if state == "signed in":
+                    await _sign_in(page, people["username"])
+                    await page.wait("document.body.dataset.formReady === 'forest-inventory'", 30)
+                    await page.wait(f"!!document.querySelector('#projects li[data-project=\"{people['private']}\"] "
+                                    "button[data-members]')", 20)
+                    await page.click(f"#projects li[data-project='{people['private']}'] button[data-members]")
+                    await page.wait(f"!!document.querySelector('#projects li[data-project=\"{people['private']}\"] "
+                                    ".members ul')", 20)
+                await page.eval("document.querySelectorAll('details').forEach(d => d.open = true)")
+                await asyncio.sleep(0.5)
+                violations = await page.axe(script)
+                print(f"\naxe on /viewer {state}: " + (", ".join(f"{v['id']} ({v['impact']}, {len(v['nodes'])})"
+                                                               for v in violations) or "no violation"))
+                found[state] = [v for v in violations if v["impact"] in ("critical", "serious")]
+            assert found == {"signed out": [], "signed in": []}, json.dumps(found, indent=1)
+
+    asyncio.run(run())

@@ -380,6 +380,67 @@ def test_tilejson(server, rasters):
     assert tj["canopy:style"]["rescale"] == [0, np.ceil(p98)]      # whole metres over the 98th percentile
 
 
+@pytest.fixture(scope="module")
+def change_rasters(db_url, tmp_path_factory) -> dict[str, int]:
+    """The two rasters `compare` writes, by its own writer: the change classes in five stripes
+    of 200 columns (1..5, the no-data corner 0) and the CHM difference from -10 to +4 m."""
+    from processes.lidar.change import ChangeResult, write_products
+    rows, cols = np.mgrid[0:N, 0:N]
+    classes = (1 + cols // 200).astype("uint8")
+    classes[:100, :100] = 0
+    diff = (-10 + 0.014 * cols).astype("float32")
+    result = ChangeResult(diff=diff, classes=classes, transform=from_origin(X0, Y0, RES, RES), areas={},
+                          trees={}, pairs=None)
+    paths = write_products(result, tmp_path_factory.mktemp("change"), rasterio.crs.CRS.from_epsg(EPSG))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        project = conn.execute("INSERT INTO projects (name, visibility) VALUES ('change tiles', 'public') "
+                               "RETURNING id").fetchone()[0]
+        return {kind: conn.execute(
+            "INSERT INTO rasters (project_id, kind, storage_uri, crs_epsg, resolution_m, footprint) "
+            "VALUES (%s, %s, %s, %s, %s, ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326)) RETURNING id",
+            (project, kind, paths[kind].as_uri(), EPSG, RES, _footprint())).fetchone()[0]
+            for kind in ("change", "chm_diff")}
+
+
+def test_change_rasters_have_tilejson_tiles_and_wmts(server, change_rasters):
+    """Every raster kind has a style: the change classes drawn in their class colours (the COG
+    carries them as its colour table, with the class names), the CHM difference on a diverging
+    colour map centred on 0 m."""
+    from processes.lidar.change import CLASS_COLORS
+    tile = _centre_tile(17)
+    e, n = _TO_UTM.transform(*np.meshgrid(*[np.linspace(a, b, 256, endpoint=False) + (b - a) / 512
+                                            for a, b in ((WM.xy_bounds(tile).left, WM.xy_bounds(tile).right),
+                                                         (WM.xy_bounds(tile).top, WM.xy_bounds(tile).bottom))]))
+    col = (e - X0) / RES
+    for kind, rid in change_rasters.items():
+        tj = _get(f"{server}/rasters/{rid}/tilejson.json")
+        assert tj.status_code == 200, tj.text
+        style = tj.json()["canopy:style"]
+        r = _get(f"{server}/rasters/{rid}/tiles/WebMercatorQuad/17/{tile.y}/{tile.x}.png")
+        assert r.status_code == 200 and r.headers["Content-Type"] == "image/png", r.text
+        rgba = _rgba(r.content)
+        assert (rgba[..., 3] == 255).mean() > 0.99
+        assert _get(tj.json()["tiles"][0].format(z=17, y=tile.y, x=tile.x)).status_code == 200
+        wmts = _get(f"{server}/rasters/{rid}/WMTSCapabilities.xml")
+        assert wmts.status_code == 200 and b"<Capabilities" in wmts.content, wmts.text
+        if kind == "change":
+            assert [c["name"] for c in style["classes"]] == ["stable_canopy", "canopy_lost", "canopy_gained",
+                                                               "growth", "no_canopy"]
+            assert style["classes"][1]["color"] == list(CLASS_COLORS[2])
+            # away from the stripes' edges each pixel is its class's colour
+            clear = np.abs(col - np.rint(col / 200) * 200) > 2
+            expected = np.array([CLASS_COLORS[c] for c in range(1, 6)])[(col[clear] // 200).astype(int)]
+            assert clear.sum() > 10000 and np.array_equal(rgba[clear], expected)
+        else:
+            assert style["colormap"] == "rdbu" and style["rescale"] == [-10, 10]   # centred on 0 m
+            red = rgba[..., 0].astype(int) - rgba[..., 2]          # -10..+4 m: red (loss) fades toward 0 m
+            assert red[:, 10].mean() > red[:, -10].mean()
+    cog = _get(f"{server}/rasters/{change_rasters['change']}/cog")
+    with rasterio.MemoryFile(cog.content) as mem, mem.open() as ds:
+        assert ds.colormap(1)[2] == CLASS_COLORS[2]
+        assert json.loads(ds.tags(1)["classes"])["2"] == "canopy_lost"
+
+
 def test_point_and_statistics(server, rasters):
     to_ll = pyproj.Transformer.from_crs(EPSG, 4326, always_xy=True)
     e, n = X0 + 300.25, Y0 - 150.25                   # column 600, row 300

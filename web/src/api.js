@@ -97,6 +97,16 @@ export async function signIn(username, password) {
   schedule();
 }
 
+/** Read the user (and their project roles) again, e.g. after they made a project. */
+export async function reloadMe() {
+  if (!session) return;
+  const me = await api("/auth/me");
+  if (me.ok && session) {
+    session.user = await me.json();
+    save();
+  }
+}
+
 export async function signOut(reason = "") {
   const headers = authHeaders();
   const had = Boolean(session);

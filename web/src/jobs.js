@@ -2,12 +2,12 @@
 // (/jobs/{id}/events, read with fetch so the token goes along; a stream that ends before a
 // final state is opened again with a fresh token), dismissal, and results when one succeeds.
 import { api, apiJSON, freshToken } from "./api.js";
-import { esc } from "./format.js";
+import { esc, num } from "./format.js";
 
 const FINAL = ["successful", "failed", "dismissed"];
 const items = new Map();      // job id -> {li, job, following}
 const waiting = new Map();    // job id -> resolve({job, results}) of execute()
-let hooks = { finished: () => {} };
+let hooks = { finished: () => {}, scanName: () => "" };
 
 export function initJobs(callbacks) {
   hooks = { ...hooks, ...callbacks };
@@ -17,6 +17,21 @@ function when(iso) {
   if (!iso) return "";
   const d = new Date(iso);
   return d.toISOString().replace("T", " ").slice(0, 16) + " UTC";
+}
+
+/** What a job works on: "scan #2 “Block 7”", or the two runs it compares. */
+function target(job) {
+  if (job.scan) {
+    const name = hooks.scanName(job.scan);
+    return `scan #${job.scan}${name ? ` “${name}”` : ""}`;
+  }
+  if (job.runs) return `runs ${(job.runs.before || "?").slice(0, 8)} → ${(job.runs.after || "?").slice(0, 8)}`;
+  return "";
+}
+
+/** The scans' names are known (or changed): name them again in every job. */
+export function relabelJobs() {
+  for (const entry of items.values()) entry.li.querySelector(".job-target").textContent = target(entry.job);
 }
 
 function render(entry) {
@@ -30,6 +45,7 @@ function render(entry) {
   li.className = `job job-${job.status}`;
   li.querySelector(".job-status").textContent = `${job.status} ${pct} %`;
   li.querySelector(".progress > div").style.width = `${pct}%`;
+  li.querySelector(".job-target").textContent = target(job);
   const msg = li.querySelector(".job-message");
   msg.textContent = job.message || "";
   msg.classList.toggle("error-text", job.status === "failed");
@@ -44,7 +60,7 @@ function add(job, { top = false } = {}) {
   }
   const li = document.createElement("li");
   li.dataset.job = job.jobID;
-  li.innerHTML = `<div class="job-head"><b>${esc(job.processID || "job")}</b> <span class="job-status"></span>` +
+  li.innerHTML = `<div class="job-head"><b>${esc(job.processID || "job")}</b> <span class="job-target"></span> <span class="job-status"></span>` +
     `<button type="button" class="job-dismiss" title="dismiss: stop it, or forget its results">✕</button></div>` +
     `<div class="progress"><div></div></div><div class="job-message muted"></div>` +
     `<div class="muted job-when">${esc(when(job.created))} · ${esc(job.jobID.slice(0, 8))}</div><div class="job-results"></div>`;
@@ -125,8 +141,11 @@ async function settled(entry) {
     entry.resultsShown = true;
     try {
       results = await apiJSON(`/jobs/${job.jobID}/results`);
-      const kinds = ["chm", "dtm", "metrics", "trees", "crowns"].filter((k) => results[k]);
-      li.querySelector(".job-results").innerHTML = kinds.length ? `results: ${kinds.join(", ")}` : "";
+      const kinds = ["chm", "dtm", "metrics", "trees", "crowns", "chm_diff", "change"].filter((k) => results[k]);
+      const areas = Object.entries(results.areas || {}).filter(([k]) => k !== "nodata")
+        .map(([k, a]) => `${k.replace(/_/g, " ")} ${num(a.ha, 2)} ha`);
+      li.querySelector(".job-results").innerHTML = (kinds.length ? `results: ${esc(kinds.join(", "))}` : "") +
+        (areas.length ? `<div class="job-areas">${esc(areas.join(" · "))}</div>` : "");
       await hooks.finished(job, results, { live: Boolean(entry.live) });
     } catch (err) { /* results removed meanwhile */ }
   } else if (job.status === "failed") {

@@ -5,7 +5,15 @@ import { apiJSON, currentUser, freshToken, refresh } from "./api.js";
 import { esc, ladChart, metricTitle, metricUnit, num, unitSymbol, withUnit } from "./format.js";
 
 const origin = window.location.origin;
-const KIND_TITLE = { chm: "CHM", dtm: "DTM", dsm: "DSM", density: "Density", metrics: "Grid metrics", aba: "Area-based prediction" };
+const KIND_TITLE = { chm: "CHM", dtm: "DTM", dsm: "DSM", density: "Density", metrics: "Grid metrics",
+                     aba: "Area-based prediction", chm_diff: "CHM difference", change: "Change" };
+const HIDDEN = ["metrics", "chm_diff"];   // listed, not drawn at first: one surface at a time reads best
+let hooks = { scanName: () => "" };
+
+/** `scanName(id)`: the name of a scan, for the layers' titles. */
+export function initLayers(callbacks) {
+  hooks = { ...hooks, ...callbacks };
+}
 const PALETTE_NOTE = { dtm: "hillshaded", dsm: "hillshaded" };
 
 // Tiles of private projects need the token. They are fetched through the `canopy://` protocol
@@ -51,7 +59,7 @@ map.addControl(new maplibregl.ScaleControl(), "bottom-left");
 const groups = new Map();   // switcher entry -> MapLibre layer ids
 export const rasters = new Map();   // raster id -> {id, kind, layer, bands, units, bidx, scan}
 
-function addSwitch(key, title, layerIds, visible = true) {
+function addSwitch(key, title, layerIds, visible = true, legend = null) {
   groups.set(key, layerIds);
   const item = document.createElement("li");
   item.dataset.layer = key;
@@ -62,8 +70,12 @@ function addSwitch(key, title, layerIds, visible = true) {
   box.dataset.group = key;
   box.addEventListener("change", () => {
     for (const id of layerIds) map.setLayoutProperty(id, "visibility", box.checked ? "visible" : "none");
+    if (legend) legend.hidden = !box.checked;      // the legend of what is drawn only
   });
-  label.append(box, ` ${title}`);
+  const text = document.createElement("span");
+  text.className = "layer-title";
+  text.textContent = title;
+  label.append(box, " ", text);
   item.append(label);
   document.getElementById("layers").append(item);
   return item;
@@ -145,7 +157,16 @@ export function reloadVectors() {
   }
 }
 
+const className = (name) => name.replace(/_/g, " ");
+
+function classesHTML(r, style) {
+  return `<div class="legend-title">${esc(r.title)}</div><ul class="legend-classes">` + style.classes.map((c) =>
+    `<li data-class="${esc(c.name)}"><span class="class-swatch" style="background: rgba(${c.color.slice(0, 3).join(",")},` +
+    `${c.color[3] / 255})"></span>${esc(className(c.name))}</li>`).join("") + "</ul>";
+}
+
 function legendHTML(r, style) {
+  if (style.classes) return classesHTML(r, style);
   const stops = style.legend.map(([i, red, g, b, a]) => `rgba(${red},${g},${b},${a / 255}) ${((i - 1) / 254) * 100}%`);
   const unit = unitSymbol(r.units[r.bidx - 1] ?? (r.kind === "density" ? "pts/m²" : "metre"));
   const u = unit ? (unit === "%" ? " %" : ` ${unit}`) : "";
@@ -176,7 +197,9 @@ async function styleRaster(r) {
   const rescale = rescaleFor(r);
   if (rescale) q.set("rescale", rescale.map((v) => +v.toFixed(4)).join(","));
   const tj = await apiJSON(`/rasters/${r.id}/tilejson.json?${q}`);
-  r.legend.innerHTML = legendHTML(r, tj["canopy:style"]);
+  r.style = tj["canopy:style"];
+  r.legend.innerHTML = legendHTML(r, r.style);
+  r.classes = r.style.classes || null;
   return tj;
 }
 
@@ -193,6 +216,7 @@ async function bandStats(r) {
 function bandPicker(r) {
   const select = document.createElement("select");
   select.className = "band-picker";
+  select.setAttribute("aria-label", `band of ${r.title}`);
   select.dataset.raster = r.id;
   r.bands.forEach((name, i) => {
     const option = document.createElement("option");
@@ -212,6 +236,14 @@ function bandPicker(r) {
   return select;
 }
 
+/** "CHM — scan #2 “Block 7” — run 3f2a1b9c": what the raster is, of which scan and run. */
+export function rasterTitle(id, props) {
+  const name = props.scan_id ? hooks.scanName(props.scan_id) : "";
+  return [KIND_TITLE[props.kind] || props.kind,
+          props.scan_id ? `scan #${props.scan_id}${name ? ` “${name}”` : ""}` : `raster #${id}`,
+          props.run_id ? `run ${String(props.run_id).slice(0, 8)}` : ""].filter(Boolean).join(" — ");
+}
+
 /** Add raster `feature` (an item of the rasters collection) as a layer; returns its bounds. */
 export async function addRaster(feature) {
   const id = String(feature.id);
@@ -219,9 +251,9 @@ export async function addRaster(feature) {
   const props = feature.properties || {};
   const info = await apiJSON(`/rasters/${id}`);
   const bands = (info.band_descriptions || []).map((d, i) => d || (props.bands || [])[i] || `band ${i + 1}`);
-  const r = { id, kind: props.kind, scan: props.scan_id, layer: `raster-${id}`, bands, units: info.band_units || [],
-              bidx: 1, featureStats: props.stats || {}, bounds: info.bbox,
-              title: `${KIND_TITLE[props.kind] || props.kind} #${id}` };
+  const r = { id, kind: props.kind, scan: props.scan_id, run: props.run_id, layer: `raster-${id}`, bands,
+              units: info.band_units || [], bidx: 1, featureStats: props.stats || {}, bounds: info.bbox,
+              title: rasterTitle(id, props) };
   const box = document.createElement("div");
   box.className = "legend-block";
   box.dataset.raster = id;
@@ -239,13 +271,23 @@ export async function addRaster(feature) {
   const before = map.getLayer("scans-0") ? "scans-0" : undefined;
   map.addSource(r.layer, { type: "raster", tiles: tj.tiles.map(tileURL), tileSize: 256, bounds: tj.bounds,
                            minzoom: tj.minzoom, maxzoom: tj.maxzoom });
-  // grid metrics are drawn under the CHM/DTM by default hidden: one surface at a time reads best
-  const visible = r.kind !== "metrics";
+  const visible = !HIDDEN.includes(r.kind);
+  box.hidden = !visible;
   map.addLayer({ id: r.layer, type: "raster", source: r.layer,
                  layout: { visibility: visible ? "visible" : "none" },
                  paint: { "raster-resampling": "nearest" } }, before);
-  addSwitch(r.layer, r.title, [r.layer], visible);
+  addSwitch(r.layer, r.title, [r.layer], visible, box);
   return tj.bounds;
+}
+
+/** The scans' names are known (or changed): the rasters' titles again. */
+export function retitleRasters() {
+  for (const r of rasters.values()) {
+    r.title = rasterTitle(r.id, { kind: r.kind, scan_id: r.scan, run_id: r.run });
+    const text = document.querySelector(`#layers li[data-layer="${r.layer}"] .layer-title`);
+    if (text) text.textContent = r.title;
+    if (r.style) r.legend.innerHTML = legendHTML(r, r.style);
+  }
 }
 
 export function removeRastersNotIn(ids) {
@@ -267,7 +309,7 @@ export async function loadRasters(wanted = null) {
   removeRastersNotIn(new Set(features.map((f) => String(f.id))));
   let focus = null;
   // DTM first so that the CHM is drawn over it
-  const order = { dtm: 0, dsm: 1, density: 2, metrics: 3, chm: 4 };
+  const order = { dtm: 0, dsm: 1, density: 2, metrics: 3, chm: 4, chm_diff: 5, change: 6 };
   features.sort((a, b) => (order[a.properties.kind] ?? 9) - (order[b.properties.kind] ?? 9));
   for (const feature of features) {
     try {
@@ -362,8 +404,13 @@ export async function showPopup(lngLat, point) {
       const p = await apiJSON(`/rasters/${r.id}/point?lon=${lngLat.lng}&lat=${lngLat.lat}`);
       const i = r.bidx - 1;
       const v = p.values[i];
+      const cls = r.classes && r.classes.find((c) => c.value === v);
+      if (cls) {
+        html += `<div>${esc(r.title)}: <b>${esc(className(cls.name))}</b></div>`;
+        continue;
+      }
       const band = r.bands.length > 1 ? ` ${esc(p.band_names[i] || r.bands[i])}` : "";
-      const unit = unitSymbol(r.units[i] ?? (["chm", "dtm", "dsm"].includes(r.kind) ? "metre" : ""));
+      const unit = unitSymbol(r.units[i] ?? (["chm", "dtm", "dsm", "chm_diff"].includes(r.kind) ? "metre" : ""));
       html += `<div>${esc(r.title)}${band}: <b>${v === null ? "no data" : num(v)}</b>${v === null || !unit ? "" : ` ${esc(unit)}`}</div>`;
     } catch (err) { /* outside this raster */ }
   }

@@ -9,6 +9,9 @@ import { esc } from "./format.js";
 let hooks = { scans: () => [] };
 let description = null;
 let fields = [];           // [{name, get()}] of the current form
+let chosenScan = "";       // the scan chosen ("Run…" or the form's select), kept when the form is redrawn
+let formSeq = 0;           // the latest loadForm: an earlier one that answers later draws nothing
+let runs = [];             // the runs to compare: [{id, scan, process, created, label}], newest first
 
 export async function initProcesses(callbacks) {
   hooks = { ...hooks, ...callbacks };
@@ -18,6 +21,7 @@ export async function initProcesses(callbacks) {
     e.preventDefault();
     run();
   });
+  document.getElementById("proc-form").addEventListener("change", () => showTarget());
   await listProcesses();
 }
 
@@ -85,14 +89,18 @@ function widget(name, schema, desc, { required = false, path = name } = {}) {
     const select = document.createElement("select");
     select.name = path;
     select.required = true;
-    for (const s of hooks.scans()) {
-      const option = document.createElement("option");
-      option.value = String(s.id);
-      option.textContent = `#${s.id} ${s.properties.name} (${s.properties.status})`;
-      select.append(option);
-    }
-    return { el: label("Scan", desc, select), get: () => (select.value ? Number(select.value) : undefined),
-             set: (v) => { select.value = String(v); } };
+    fillScans(select);
+    select.addEventListener("change", () => { chosenScan = select.value; });
+    return { el: label("Scan", desc, select), get: () => (select.value ? Number(select.value) : undefined) };
+  }
+  if (["before", "after"].includes(name) && schema.type === "string") {     // compare: runs by name
+    const select = document.createElement("select");
+    select.name = path;
+    select.required = true;
+    select.dataset.run = name;
+    fillRuns(select);
+    return { el: label(name === "before" ? "Before (run)" : "After (run)", desc, select),
+             get: () => select.value || undefined };
   }
   if (schema.type === "number" || schema.type === "integer") {
     const input = document.createElement("input");
@@ -222,7 +230,10 @@ export async function loadForm(id) {
   const about = document.getElementById("proc-about");
   document.getElementById("proc-error").textContent = "";
   if (!id) return;
-  description = await apiJSON(`/processes/${id}?f=json`);
+  const seq = ++formSeq;
+  const described = await apiJSON(`/processes/${id}?f=json`);
+  if (seq !== formSeq) return;          // another form was asked for meanwhile
+  description = described;
   about.textContent = description.description || "";
   form.innerHTML = "";
   fields = [];
@@ -239,25 +250,93 @@ export async function loadForm(id) {
     (complex || rare ? advanced : form).append(w.el);
   }
   if (advanced.children.length > 1) form.append(advanced);
+  showTarget();
   document.body.dataset.formReady = id;
+  if (form.querySelector("select[data-run]")) loadRuns();
 }
 
-/** Choose `scanId` in the form (from the scans list's "Run" button). */
-export function selectScan(scanId) {
-  const select = document.querySelector('#proc-fields select[name="scan"]');
-  if (select) select.value = String(scanId);
-}
+const scanSelect = () => document.querySelector('#proc-fields select[name="scan"]');
 
-/** The scans list changed: update the scan choices only (what the visitor typed stays). */
-export function refreshScanChoices() {
-  const select = document.querySelector('#proc-fields select[name="scan"]');
-  if (!select) return;
-  const keep = select.value;
+/** The scan options, the chosen scan selected (else the one selected before, else the first). */
+function fillScans(select) {
+  const keep = chosenScan || select.value;
   select.innerHTML = "";
   for (const s of hooks.scans()) {
     select.append(new Option(`#${s.id} ${s.properties.name} (${s.properties.status})`, String(s.id)));
   }
   if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+}
+
+/** Choose `scanId` in the form (the scans list's "Run…" button): it stays chosen while the form
+ * or the scans list is drawn again, until the visitor picks another scan. */
+export function selectScan(scanId) {
+  chosenScan = String(scanId);
+  const select = scanSelect();
+  if (select) fillScans(select);
+  showTarget();
+}
+
+/** The scans list changed: update the scan choices only (what the visitor typed stays). */
+export function refreshScanChoices() {
+  const select = scanSelect();
+  if (select) fillScans(select);
+  for (const runSelect of document.querySelectorAll("#proc-fields select[data-run]")) fillRuns(runSelect);
+  showTarget();
+}
+
+/** What the Run button will do, in words: the process and the scan (or the runs) it runs on. */
+function showTarget() {
+  const box = document.getElementById("proc-target");
+  const button = document.getElementById("proc-run");
+  if (!description) return;
+  const select = scanSelect();
+  const scan = select && hooks.scans().find((s) => String(s.id) === select.value);
+  const pick = (name) => document.querySelector(`#proc-fields select[data-run="${name}"]`)?.selectedOptions[0];
+  box.dataset.scan = scan ? String(scan.id) : "";
+  if (scan) {
+    box.textContent = `Runs ${description.id} on scan #${scan.id} “${scan.properties.name}” (${scan.properties.status})`;
+    button.textContent = `Run on scan #${scan.id}`;
+  } else if (pick("before") || pick("after")) {
+    box.textContent = `Compares ${pick("before")?.textContent || "?"} with ${pick("after")?.textContent || "?"}`;
+    button.textContent = "Run";
+  } else {
+    box.textContent = select ? "Choose a scan" : `Runs ${description.id}`;
+    button.textContent = "Run";
+  }
+}
+
+function runLabel(r) {
+  const scan = hooks.scans().find((s) => String(s.id) === String(r.scan_id));
+  const when = (r.committed || r.created || "").replace("T", " ").slice(0, 16);
+  return `scan #${r.scan_id}${scan ? ` ${scan.properties.name}` : ""} — ${r.process} ${when} — ${r.id.slice(0, 8)}`;
+}
+
+function fillRuns(select) {
+  const keep = select.value;
+  select.innerHTML = runs.length ? "" : '<option value="">no run with a CHM yet</option>';
+  for (const r of runs) select.append(new Option(r.label, r.id));
+  if (runs.some((r) => r.id === keep)) select.value = keep;
+  else if (runs.length) select.value = runs[Math.min(runs.length - 1, select.dataset.run === "before" ? 1 : 0)].id;
+}
+
+/** The runs with a canopy height model (what compare reads) of every scan listed, newest first. */
+export async function loadRuns() {
+  const found = [];
+  for (const s of hooks.scans().filter((x) => x.properties.status === "ready")) {
+    try {
+      const doc = await apiJSON(`/scans/${s.id}/runs?limit=100`);
+      found.push(...(doc.runs || []).filter((r) => (r.products || []).includes("chm")));
+    } catch (err) { /* not readable any more */ }
+  }
+  found.sort((a, b) => String(b.committed || b.created).localeCompare(String(a.committed || a.created)));
+  runs = found.map((r) => ({ id: r.id, label: runLabel(r) }));
+  for (const select of document.querySelectorAll("#proc-fields select[data-run]")) fillRuns(select);
+  showTarget();
+}
+
+/** A job finished: the runs to compare again, when the compare form is shown. */
+export function refreshRuns() {
+  if (document.querySelector("#proc-fields select[data-run]")) loadRuns();
 }
 
 async function run() {

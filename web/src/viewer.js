@@ -3,12 +3,14 @@
 // from the OGC process descriptions, live jobs and downloads. Everything comes from this
 // server: MapLibre GL and tus-js-client are bundled in by web/build.mjs (no CDN).
 import maplibregl from "maplibre-gl";
-import { apiJSON, currentUser, onSessionChange, refresh, signIn, signOut, stats } from "./api.js";
-import { initDownloads, renderDownloads } from "./downloads.js";
+import { apiJSON, currentUser, onSessionChange, refresh, reloadMe, signIn, signOut, stats } from "./api.js";
+import { initDownloads, openReport, renderDownloads, reportLink } from "./downloads.js";
 import { esc, num } from "./format.js";
-import { initJobs, loadJobs, resetJobs, track } from "./jobs.js";
-import { addRaster, addVectors, closePopups, fit, loadRasters, map, rasters, reloadSource, reloadVectors, showPopup, sizeTrees } from "./layers.js";
-import { initProcesses, listProcesses, refreshScanChoices, selectScan } from "./processes.js";
+import { initJobs, loadJobs, relabelJobs, resetJobs, track } from "./jobs.js";
+import { addVectors, closePopups, fit, initLayers, loadRasters, map, rasters, reloadSource, reloadVectors, retitleRasters,
+         showPopup, sizeTrees } from "./layers.js";
+import { initProcesses, listProcesses, refreshRuns, refreshScanChoices, selectScan } from "./processes.js";
+import { initProjects, manages, reopenMembers } from "./projects.js";
 import { initAreaModels, refreshAreaModels } from "./aba.js";
 import { initFieldPlots } from "./fieldplots.js";
 import { initUploads } from "./upload.js";
@@ -80,9 +82,13 @@ async function loadProjects() {
     projects = [];
   }
   const list = document.getElementById("projects");
+  const role = (id) => (currentUser()?.projects || []).find((p) => p.id === id)?.role;
   list.innerHTML = projects.length ? projects.map((p) => `<li data-project="${p.id}"><b>${esc(p.name)}</b> ` +
-    `<span class="muted">#${p.id} · ${esc(p.visibility)}${writable(p.id) ? " · you may upload" : ""}</span></li>`).join("")
-    : '<li class="muted">no project visible</li>';
+    `<span class="muted">#${p.id} · ${esc(p.visibility)}${role(p.id) ? ` · ${esc(role(p.id))}` : ""}` +
+    `${writable(p.id) ? " · you may upload" : ""}</span>` + (currentUser()
+      ? ` <button type="button" data-members="${p.id}" aria-expanded="false">${manages(p.id) ? "members…" : "members"}</button>` : "") +
+    "</li>").join("") : '<li class="muted">no project visible</li>';
+  reopenMembers();
   for (const id of ["up-project", "fp-project"]) {     // the projects this user may write to
     const select = document.getElementById(id);
     const keep = select.value;
@@ -102,8 +108,8 @@ function scanLine(s) {
     `<div class="muted">${p.point_count ? `${num(p.point_count)} points` : ""}` +
     `${p.density_pts_m2 ? ` · ${num(p.density_pts_m2, 1)} pts/m²` : ""}${p.crs_epsg ? ` · EPSG:${p.crs_epsg}` : ""}` +
     `${p.error ? ` · <span class="error-text">${esc(p.error)}</span>` : ""}</div>${warn}` +
-    `<div><button type="button" class="scan-run" data-scan="${s.id}">Run…</button> ` +
-    `<a href="/scans/${s.id}/report" target="_blank" rel="noopener">report</a>` +
+    `<div><button type="button" class="scan-run" data-scan="${s.id}" aria-label="Run a process on scan #${s.id}">Run…</button> ` +
+    reportLink(s.id, "report") +
     (s.geometry ? ` <button type="button" class="scan-zoom" data-scan="${s.id}">zoom</button>` : "") + "</div></li>";
 }
 
@@ -122,10 +128,19 @@ async function loadScans() {
   select.value = [...select.options].some((o) => o.value === keep) ? keep : "";
   refreshScanChoices();
   refreshAreaModels();
+  retitleRasters();
+  relabelJobs();
   renderDownloads(scans, rasters);
 }
 
+const scanName = (id) => scans.find((s) => String(s.id) === String(id))?.properties.name || "";
+
 document.getElementById("scans").addEventListener("click", (event) => {
+  const report = event.target.closest("a[data-report]");
+  if (report) {
+    event.preventDefault();
+    openReport(report.dataset.report);
+  }
   const run = event.target.closest(".scan-run");
   if (run) {
     document.getElementById("sec-run").open = true;
@@ -150,25 +165,43 @@ function scansSoon() {
 }
 
 initJobs({
+  scanName,
+  // a job followed here ended (or one was dismissed): the layers follow the rasters the API lists
+  // now (each scan's latest run), so the layers of runs it no longer lists go
   finished: async (job, results, { live } = {}) => {
     scansSoon();
-    if (!results || job.status !== "successful") return;
-    let bounds = null;
-    for (const kind of ["dtm", "metrics", "chm", "aba"]) {
-      const r = results[kind];
-      if (!r || !r.id || rasters.has(String(r.id))) continue;
-      try {
-        const feature = await apiJSON(`/collections/rasters/items/${r.id}?f=json`);
-        bounds = (await addRaster(feature)) || bounds;
-      } catch (err) {
-        console.warn(`raster ${r.id}:`, err.message);
-      }
+    if (!live && job.status !== "dismissed") return;      // an old job of the history: its layers are listed already
+    const before = new Set(rasters.keys());
+    try {
+      await loadRasters();
+    } catch (err) {
+      console.warn("rasters:", err.message);
     }
-    if (results.trees || results.plots) reloadVectors();
-    if (live && bounds) fit(bounds);
+    const added = [...rasters.values()].filter((r) => !before.has(r.id));
+    if (results && (results.trees || results.plots)) reloadVectors();
+    if (live && added.length) fit(added[0].bounds);
+    refreshRuns();
     renderDownloads(scans, rasters);
     document.body.dataset.layersFor = `${document.body.dataset.layersFor || ""} ${job.jobID}`.trim();
   },
+});
+initLayers({ scanName });
+initProjects({
+  changed: async (project) => {
+    await reloadMe();              // the new project's role
+    await loadProjects();
+    if (project) for (const id of ["up-project", "fp-project"]) document.getElementById(id).value = String(project.id);
+  },
+});
+
+// -- the panel: hidden and shown again by a button over the map (on a phone the map then fills the screen)
+
+const toggle = document.getElementById("panel-toggle");
+toggle.addEventListener("click", () => {
+  const hidden = document.body.classList.toggle("panel-hidden");
+  toggle.setAttribute("aria-expanded", String(!hidden));
+  toggle.textContent = hidden ? "Show panel" : "Hide panel";
+  map.resize();
 });
 
 initUploads({ jobStarted: (id) => track(id), scanChanged: scansSoon });

@@ -321,6 +321,10 @@ def test_write_products_gives_valid_cogs(tmp_path):
         cls = ds.read(1)
         assert ds.dtypes[0] == "uint8" and ds.nodata == 0 and ds.tags(1)["units"] == "class"
         assert ds.transform == r.transform and ds.crs.to_epsg() == 32610
+        # a colour table (what GDAL and QGIS draw it with) and the class names
+        assert ds.colorinterp[0].name == "palette" and ds.colormap(1)[LOST] == change.CLASS_COLORS[LOST]
+        assert ds.colormap(1)[NODATA][3] == 0
+        assert json.loads(ds.tags(1)["classes"]) == {str(k): v for k, v in change.CLASSES.items() if k != NODATA}
     np.testing.assert_array_equal(cls, r.classes)
     assert (cls[0] == NODATA).all() and (cls[102:158, 102:158] == LOST).all()   # the opening rounds corners
     with rasterio.open(paths["chm_diff"]) as ds:
