@@ -47,7 +47,8 @@ def _read_raster(path: Path) -> Raster:
     with rasterio.open(path) as ds:
         t = ds.transform
         g = Grid(float(t.c), float(t.f), float(t.a), ds.height, ds.width)
-        return Raster(ds.read(1).astype(np.float64), g, path.stem)
+        # the file's nodata cells are NaN (a sparse scan's CHM has holes: not -9999 m of canopy)
+        return Raster(ds.read(1, masked=True).astype(np.float64).filled(np.nan), g, path.stem)
 
 
 def load_shared(folder: Path) -> Truth:
