@@ -1,14 +1,18 @@
 """`ingest-scan`: reads an uploaded scan's headers and points once and records what it
 is — LAS version, point format, point count, CRS, bounds, footprint (a hull of the
-points, in EPSG:4326) and density — then marks it `ready` (or `failed`, with why)."""
+points, in EPSG:4326), density and what is suspect in its files (warnings) — then marks
+it `ready` (or `failed`, with why). Each file passes the same check as at upload
+(`inspect` with the scan's CRS override, then `require_usable`)."""
 
 from __future__ import annotations
+
+import json
 
 from pyproj import CRS
 
 from .base import CanopyProcess, JobContext, Outcome, scan_input
 from .lidar.footprint import footprint
-from .lidar.validate import inspect
+from .lidar.validate import inspect, require_usable
 from .lidar_job import link_output, metadata, to_wgs84
 
 PROCESS_METADATA = metadata(
@@ -28,6 +32,7 @@ class IngestScanProcessor(CanopyProcess):
         for i, path in enumerate(scan.files):
             ctx.progress(5 * i / len(scan.files), f"checking {path.name}")
             headers.append(inspect(path, crs=scan.crs))
+            require_usable(headers[-1])
         facts = footprint([str(f) for f in scan.files], crs=scan.crs,
                           progress=lambda pct, msg: ctx.progress(5 + 0.9 * pct, msg))
         hull = facts["footprint"]
@@ -44,6 +49,7 @@ class IngestScanProcessor(CanopyProcess):
             "first_returns_m2": float(facts["first_density"]),
             "classified_ground": None if None in ground else all(ground),
             "footprint_wkt4326": hull_4326.wkt,
+            "warnings": json.dumps(list(dict.fromkeys(w for h in headers for w in h["warnings"]))),
         }
         return Outcome(outputs={"point_count": values["point_count"], "crs_epsg": facts["crs_epsg"],
                                 "density_pts_m2": values["density_pts_m2"]},

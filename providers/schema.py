@@ -78,6 +78,7 @@ TABLES: dict[str, Table] = {
             _c("crs_epsg", "integer", "integer"),
             _c("density_pts_m2", "double precision", "number"),
             _c("classified_ground", "boolean", "boolean"),
+            _c("warnings", "jsonb", "array", nullable=False),     # what is suspect in its files
             _c("acquired_at", "timestamptz", "string", json_format="date-time"),
             _c("created_at", "timestamptz", "string", nullable=False, json_format="date-time"),
         ),

@@ -27,7 +27,7 @@ _ALL_HEADERS = _READ_HEADERS + ("Authorization", "If-Match", "Prefer", "Tus-Resu
                                 "Upload-Offset", "Upload-Metadata", "Upload-Checksum",
                                 "Upload-Defer-Length", "Upload-Concat", "X-HTTP-Method-Override",
                                 "X-Requested-With")
-EXPOSED = ("Canopy-Scan", "Canopy-Job", "Canopy-Duplicate", "Location", "ETag", "Link", "Content-Crs",
+EXPOSED = ("Canopy-Scan", "Canopy-Job", "Canopy-Duplicate", "Canopy-Warnings", "Location", "ETag", "Link", "Content-Crs",
            "Content-Range", "Content-Disposition", "Accept-Ranges", "Allow", "Retry-After",
            "Preference-Applied", "X-Request-Id", "Upload-Offset", "Upload-Length", "Upload-Metadata",
            "Upload-Expires", "Tus-Resumable", "Tus-Version", "Tus-Max-Size", "Tus-Extension",

@@ -6,6 +6,7 @@ and the RFC 9457 members, so one body serves OGC clients and generic HTTP client
 
 from __future__ import annotations
 
+import errno
 from http import HTTPStatus
 
 from flask import Response, g, json, request
@@ -71,7 +72,11 @@ class ServiceUnavailable(CanopyError):
         self.headers.setdefault("Retry-After", str(RETRY_AFTER_S))
 
 
-def _outages() -> tuple[tuple[type, str], ...]:
+# a store (or scratch disk) that cannot be written now: permissions, full, read-only, failing
+STORAGE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def outage_types() -> tuple[tuple[type, str], ...]:
     """(exception type, which service) of the errors that mean "unreachable, retry"."""
     import psycopg
     import redis
@@ -83,6 +88,15 @@ def _outages() -> tuple[tuple[type, str], ...]:
     except ImportError:
         pass
     return tuple(out)
+
+
+def unavailable(err: BaseException) -> str | None:
+    """Which service `err` says is unavailable now ("the database", "Redis", "storage"), or
+    None when it is no outage (a bug, or bad input). The one rule for requests (503) and
+    jobs (retried)."""
+    if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+        return "storage"
+    return next((service for kind, service in outage_types() if isinstance(err, kind)), None)
 
 
 _EXTRA_STATUSES = {460: "Checksum Mismatch"}
@@ -115,13 +129,18 @@ def register(app) -> None:
         # what pygeoapi's providers raise, where Canopy calls them itself (PATCH, OPTIONS)
         return problem(int(err.http_status_code), err.message, err.ogc_exception_code)
 
-    for kind, service in _outages():
-        def _outage(err, service=service):
-            # logged without the traceback: an outage, not a bug; its text never reaches the client
-            app.logger.warning("%s unreachable: %s", service, type(err).__name__, extra={"fields": {
-                "request_id": g.get("request_id"), "method": request.method, "path": request.path}})
-            return problem(503, f"{service} is unavailable; retry in a few seconds", "ServiceUnavailable",
-                           {"Retry-After": str(RETRY_AFTER_S)})
+    def _outage(err):
+        service = unavailable(err)
+        if service is None:                   # an OSError that is no outage: a bug
+            return _unexpected(err)
+        # logged without the traceback: an outage, not a bug; its text (a server path, a
+        # service's message) never reaches the client
+        app.logger.warning("%s unavailable: %s", service, type(err).__name__, extra={"fields": {
+            "request_id": g.get("request_id"), "method": request.method, "path": request.path}})
+        return problem(503, f"{service} is unavailable; retry in a few seconds", "ServiceUnavailable",
+                       {"Retry-After": str(RETRY_AFTER_S)})
+
+    for kind in [OSError, *(kind for kind, _ in outage_types())]:
         app.register_error_handler(kind, _outage)
 
     @app.after_request

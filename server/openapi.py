@@ -21,6 +21,7 @@ from .inputs import TEXT_PATTERN
 from .runs.openapi_paths import PATHS as RUN_PATHS, RUN_PARAMETER
 from .area_models.openapi_paths import PATHS as AREA_MODEL_PATHS
 from .tiles.openapi_paths import PATHS as TILE_PATHS
+from .uploads.openapi_paths import PATHS as UPLOAD_PATHS
 from .pages.openapi_paths import PATHS as PAGE_PATHS
 from .settings import Settings
 
@@ -185,6 +186,11 @@ def _canopy_paths() -> dict:
                                       "type": "object", "description": "each event's data: statusInfo JSON "
                                       "(or a problem on `event: error`)"}}}},
                           "404": {"$ref": "#/components/responses/NotFound"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (an admin token, or a client on a private network)",
+                             "tags": ["operations"], "operationId": "metrics",
+                             "responses": {"200": {"description": "Prometheus' text format", "content": {
+                                 "text/plain": {"schema": {"type": "string"}}}},
+                                 "403": {"$ref": "#/components/responses/Problem"}}}},
         "/readyz": {"get": {"summary": "Readiness: database, Redis and storage are reachable",
                             "tags": ["operations"], "operationId": "readyz",
                             "responses": {"200": _json("ready", _JSON_OBJECT),
@@ -235,6 +241,8 @@ def build_openapi(config: dict, settings: Settings) -> dict:
     doc["paths"].update(AREA_MODEL_PATHS)
     doc["paths"].update(FIELD_PLOT_PATHS)
     doc["paths"].update(PAGE_PATHS)
+    doc["paths"].update(UPLOAD_PATHS)
+    tags.append({"name": "uploads", "description": "Resumable uploads of LAS/LAZ files (tus 1.0.0)"})
     tags.append({"name": "runs", "description": "Each scan's runs: the products of every job, kept"})
     tags.append({"name": "area-models", "description": "Area-based models of plot attributes (fit-area-model)"})
     _declare_security(doc)

@@ -130,8 +130,9 @@ def _service_env(services, run_dir: Path, **extra_env: str) -> dict:
 
 
 @contextlib.contextmanager
-def running_server(services, run_dir: Path, **extra_env: str):
-    """The real app under gunicorn (2 workers) on a free port; yields its base URL."""
+def running_server(services, run_dir: Path, preexec_fn=None, **extra_env: str):
+    """The real app under gunicorn (2 workers) on a free port; yields its base URL
+    (`preexec_fn` runs in the server's process before it starts, as for Workers.start)."""
     from server.devservices import free_port
 
     port = free_port()
@@ -141,7 +142,7 @@ def running_server(services, run_dir: Path, **extra_env: str):
     log = run_dir / "server.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--workers", "2"],
-                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
     base = Server(f"http://127.0.0.1:{port}")
     base.log = log
     try:

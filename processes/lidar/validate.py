@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptFile, InvalidPointCloud, TruncatedFile, UnknownCRS
+from .errors import CorruptFile, EmptyResult, InvalidPointCloud, TruncatedFile, UnknownCRS
 
 # Minimum record length per point data record format (LAS 1.4 R15, table 7+).
 POINT_RECORD_MIN = {0: 20, 1: 28, 2: 26, 3: 34, 4: 57, 5: 63, 6: 30, 7: 36, 8: 38, 9: 59, 10: 67}
@@ -28,6 +28,7 @@ MIN_LAZ_BYTES_PER_POINT = 0.05
 # Coordinates beyond this magnitude are not on Earth in any projected CRS.
 MAX_ABS_COORD = 1e9
 MAX_EXTENT = 5e6  # 5000 km (or feet): larger than any airborne scan
+GROUND_PROBE = 50_000  # points decoded from the start of a file to see whether ground is classified
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,16 @@ def read_probe(path: Path, index: int, n: int, sequential: bool):
         raise CorruptFile(f"points {index}..{index + n} cannot be decoded: {type(exc).__name__}: {exc}") from None
 
 
+def require_usable(facts: dict) -> None:
+    """Refuse a readable file that analysis cannot use (no points, no usable CRS): the one
+    rule of both the upload check and ingestion, so that a file accepted at upload
+    can be ingested. ``facts`` are :func:`inspect`'s, with the CRS override the scan uses."""
+    if facts["point_count"] == 0:
+        raise EmptyResult("the file holds no points")
+    if facts["crs_error"]:
+        raise UnknownCRS(facts["crs_error"])
+
+
 def inspect(path: str | os.PathLike, *, crs=None) -> dict:
     """Validate a LAS/LAZ file cheaply and return its header facts.
 
@@ -228,8 +239,8 @@ def inspect(path: str | os.PathLike, *, crs=None) -> dict:
         (minx, miny, minz, maxx, maxy, maxz), ``scales``, ``offsets``,
         ``crs_wkt``, ``crs_epsg``, ``crs_error`` (why the CRS is unusable, or
         None), ``units`` (metres per horizontal unit), ``has_ground_class``
-        (True when the first chunk holds class 2 points, False for an empty
-        file, None when unknown without decoding more),
+        (True when the first 50,000 points hold class 2 points, False when
+        none of the file's points does, None when unknown without decoding more),
         ``is_copc``, ``compressed``, ``file_size``, ``warnings``.
 
     Raises
@@ -292,9 +303,20 @@ def inspect(path: str | os.PathLike, *, crs=None) -> dict:
     has_ground = None
     if raw.point_count:
         # the first chunk (<= 50 000 points) is decoded anyway: it tells whether ground is classified
-        first = read_probe(path, 0, min(raw.point_count, 50_000), sequential=sequential_only)
+        first = read_probe(path, 0, min(raw.point_count, GROUND_PROBE), sequential=sequential_only)
         if len(first) and np.any(np.asarray(first.classification) == 2):
             has_ground = True
+        elif raw.point_count <= GROUND_PROBE:
+            has_ground = False
+            warnings.append("no point is classified as ground (class 2): ground will be found by the "
+                            "cloth simulation filter")
+        else:
+            warnings.append(f"none of the first {GROUND_PROBE:,} points is classified as ground (class 2)")
+        if raw.point_count == 1:
+            warnings.append("the file holds a single point: too few for any product")
+        elif raw.mins[:2] == raw.maxs[:2]:
+            warnings.append("every point has the same x and y (the header's bounds are one spot): "
+                            "too few places for any product")
         first = first[:1]
         if len(first) != 1:
             raise TruncatedFile(f"{path.name}: the header promises {raw.point_count:,} points but none can be read")

@@ -14,7 +14,6 @@ attempt that replaced it owns the job (store: attempts).
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -24,12 +23,10 @@ import traceback as tb
 from pathlib import Path
 from typing import Callable
 
-import psycopg
-import redis
-
 from processes.base import ProcessInputError, WaitForChildren
 from processes.lidar.errors import LidarError
 
+from ..errors import outage_types, unavailable
 from ..settings import get_settings
 from . import callbacks, commit, events, registry, store
 from .context import WorkerContext
@@ -37,18 +34,17 @@ from .follow import follow_up
 
 log = logging.getLogger("canopy.jobs")
 
-TRANSIENT = (psycopg.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-# a store (or scratch disk) that cannot be written now: an outage, not a bug
-STORAGE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+TRANSIENT = tuple(kind for kind, _ in outage_types())
 
 
 def outage(err: BaseException) -> str | None:
-    """Why `err` is an outage worth retrying, in words that name no server path; None
-    when it is not one (a bug, or bad input)."""
-    if isinstance(err, TRANSIENT):
-        return f"{type(err).__name__}: {str(err).strip()[:300]}"
-    if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+    """Why `err` is an outage worth retrying (server/errors.py `unavailable`), in words that
+    name no server path; None when it is not one (a bug, or bad input)."""
+    service = unavailable(err)
+    if service == "storage":
         return f"storage unavailable: {os.strerror(err.errno).lower()}"
+    if service:
+        return f"{type(err).__name__}: {str(err).strip()[:300]}"
     return None
 
 

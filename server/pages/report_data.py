@@ -102,7 +102,7 @@ def gather(scan_id: int) -> Report:
         cur = conn.cursor(row_factory=dict_row)
         scan = cur.execute(
             "SELECT id, project_id, name, status, point_count, density_pts_m2, crs_epsg, las_version, point_format, "
-            "classified_ground, size_bytes, acquired_at, created_at, current_run_id, "
+            "classified_ground, warnings, size_bytes, acquired_at, created_at, current_run_id, "
             "ST_Area(footprint::geography) AS area_m2 FROM scans WHERE id = %s", (scan_id,)).fetchone()
         trees = conn.execute(sql.SQL("SELECT height_m, crown_diameter_m FROM trees WHERE scan_id = %s AND {}")
                              .format(run_rows("trees", None)), (scan_id,)).fetchall()

@@ -17,7 +17,7 @@ from flask import current_app
 
 from db.pool import get_pool
 from processes.lidar.errors import LidarError
-from processes.lidar.validate import inspect
+from processes.lidar.validate import inspect, require_usable
 
 from ..jobs import store as jobs
 from ..jobs.queue import enqueue
@@ -44,12 +44,25 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(name))[:100] or "scan.laz"
 
 
+def _crs_of(meta: dict) -> str | None:
+    """The CRS override ingestion will use for this file: the scan's when it goes to one."""
+    if not meta.get("scan"):
+        return meta.get("crs")
+    with get_pool().connection() as conn:
+        row = conn.execute("SELECT crs_override FROM scans WHERE id = %s", (int(meta["scan"]),)).fetchone()
+    return row[0] if row else None
+
+
 def finish(upload: dict, storage: Storage, workspace: Workspace) -> dict[str, str]:
-    """Returns extra response headers (the scan and the ingestion job)."""
+    """Returns extra response headers (the scan, the ingestion job and the file's warnings).
+    The file is published last, just before the commit: storage that cannot be written
+    fails the completion with nothing recorded and the upload's bytes kept, to be
+    completed again (an outage: server/errors.py)."""
     meta = upload["metadata"]
     path = workspace.upload(upload["id"])
     try:
-        facts = inspect(path, crs=meta.get("crs"))
+        facts = inspect(path, crs=_crs_of(meta))
+        require_usable(facts)             # what ingestion would refuse is refused now
     except LidarError as err:
         _discard(upload, workspace)
         raise TusError(422, f"{meta.get('filename', 'the file')} is not a valid LAS/LAZ file: {err}")
@@ -64,17 +77,19 @@ def finish(upload: dict, storage: Storage, workspace: Workspace) -> dict[str, st
                          (json.dumps({"scan": dup[0], "duplicate": True}), upload["id"]))
             path.unlink(missing_ok=True)
             return {"Canopy-Scan": f"{base}/collections/scans/items/{dup[0]}", "Canopy-Duplicate": "true"}
+        warnings = json.dumps(facts["warnings"])
         if meta.get("scan"):
-            scan_id = conn.execute("UPDATE scans SET status = 'uploaded', error = NULL WHERE id = %s RETURNING id",
-                                   (int(meta["scan"]),)).fetchone()[0]
+            scan_id = conn.execute("UPDATE scans SET status = 'uploaded', error = NULL, warnings = "
+                                   "(SELECT coalesce(jsonb_agg(DISTINCT w), '[]') FROM jsonb_array_elements("
+                                   "warnings || %s::jsonb) w) WHERE id = %s RETURNING id",
+                                   (warnings, int(meta["scan"]))).fetchone()[0]
         else:
             scan_id = conn.execute(
-                "INSERT INTO scans (project_id, name, status, crs_override, sha256, size_bytes) "
-                "VALUES (%s, %s, 'uploaded', %s, %s, %s) RETURNING id",
+                "INSERT INTO scans (project_id, name, status, crs_override, sha256, size_bytes, warnings) "
+                "VALUES (%s, %s, 'uploaded', %s, %s, %s, %s) RETURNING id",
                 (upload["project_id"], meta.get("name") or meta["filename"], meta.get("crs"), digest,
-                 upload["length"])).fetchone()[0]
+                 upload["length"], warnings)).fetchone()[0]
         key = f"scans/{scan_id}/{upload['id'][:8]}-{_safe_name(meta.get('filename', 'scan.laz'))}"
-        storage.publish(key, path)      # if the transaction fails, an unreferenced object may remain
         conn.execute("INSERT INTO scan_files (scan_id, storage_uri, filename, size_bytes, sha256, point_count, "
                      "bounds_native, uploaded_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                      (scan_id, key, meta.get("filename"), upload["length"], digest, facts["point_count"],
@@ -83,9 +98,11 @@ def finish(upload: dict, storage: Storage, workspace: Workspace) -> dict[str, st
                      "WHERE id = %s", (scan_id, scan_id))
         conn.execute("UPDATE uploads SET completed_at = now(), metadata = metadata || %s WHERE id = %s",
                      (json.dumps({"scan": scan_id, "sha256": digest}), upload["id"]))
+        storage.publish(key, path)      # last: if the commit fails, an unreferenced object may remain
     job_id = jobs.create("ingest-scan", {"scan": scan_id}, upload["owner_id"], upload["project_id"])["id"]
     enqueue(job_id)
-    return {"Canopy-Scan": f"{base}/collections/scans/items/{scan_id}", "Canopy-Job": f"{base}/jobs/{job_id}"}
+    return {"Canopy-Scan": f"{base}/collections/scans/items/{scan_id}", "Canopy-Job": f"{base}/jobs/{job_id}",
+            "Canopy-Warnings": json.dumps(facts["warnings"])}     # JSON escapes keep the header ASCII
 
 
 def purge_expired(workspace: Workspace) -> int:

@@ -12,6 +12,8 @@ import hashlib
 from datetime import timezone
 from email.utils import format_datetime
 
+from ..inputs import check_text
+
 VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,expiration,checksum,termination"
 CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
@@ -38,9 +40,10 @@ def parse_metadata(header: str | None) -> dict[str, str]:
         if not key or key in result:
             raise TusError(400, f"Upload-Metadata has an empty or repeated key {key!r}")
         try:
-            result[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8") if value else ""
+            text = base64.b64decode(value.strip(), validate=True).decode("utf-8") if value else ""
         except (ValueError, UnicodeDecodeError):
             raise TusError(400, f"Upload-Metadata value of {key!r} is not base64 of UTF-8 text")
+        result[key] = check_text(text, f"Upload-Metadata value of {key!r}")    # as all request text (400)
     unknown = set(result) - METADATA_KEYS
     if unknown:
         raise TusError(400, f"unknown Upload-Metadata keys: {', '.join(sorted(unknown))}; "

@@ -43,6 +43,14 @@ def _tus_error(err: TusError):
                                                                 if err.status == 412 else {})))
 
 
+@bp.after_request
+def _tus_headers(response):
+    # every answer, those of the app's own error handlers too (a 503 when storage is away)
+    response.headers.setdefault("Tus-Resumable", tus.VERSION)
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
 @bp.before_request
 def _check_version():
     if request.method != "OPTIONS" and request.headers.get("Tus-Resumable") != tus.VERSION:
@@ -145,12 +153,22 @@ def _load(upload_id: str) -> dict:
     return upload
 
 
+def _announced(upload: dict) -> int:
+    """The offset a client is told (HEAD): the bytes stored, but the last one only once the
+    upload is complete. An upload whose completion failed (storage unavailable) thus stays
+    resumable: a tus client resends its last byte and that PATCH completes it. An empty
+    PATCH at the stored offset completes it too."""
+    if upload["completed_at"] is None and upload["offset"] == upload["length"]:
+        return upload["length"] - 1
+    return upload["offset"]
+
+
 @bp.route("/uploads/<upload_id>", methods=["HEAD"])
 def head(upload_id: str):
     _load(upload_id)                         # 404/410 before waiting on anything
     lease.wait_free(upload_id, wait=5.0)     # a PATCH cut off a moment ago may still be storing its bytes
     upload = _load(upload_id)
-    headers = _headers(**{"Upload-Offset": str(upload["offset"]), "Upload-Length": str(upload["length"]),
+    headers = _headers(**{"Upload-Offset": str(_announced(upload)), "Upload-Length": str(upload["length"]),
                           "Upload-Metadata": tus.encode_metadata(
                               {k: str(v) for k, v in upload["metadata"].items() if v is not None})})
     if upload["completed_at"] is None:
@@ -175,8 +193,8 @@ def _receive(upload_id: str, offset: int) -> dict[str, str]:
         upload = _load(upload_id)                     # the offset as the last writer left it
         if upload["completed_at"] is not None:
             raise TusError(409, f"upload {upload_id} is complete")
-        if offset != upload["offset"]:
-            raise TusError(409, f"Upload-Offset {offset} does not match the upload's offset {upload['offset']}")
+        if offset not in (upload["offset"], _announced(upload)):
+            raise TusError(409, f"Upload-Offset {offset} does not match the upload's offset {_announced(upload)}")
         settings = current_app.config["CANOPY_SETTINGS"]
         path = workspace_of(settings).upload(upload_id)   # scratch: published to storage when complete
         room = upload["length"] - offset
@@ -207,21 +225,22 @@ def _write_body(path, offset: int, room: int, checksum, held: lease.Lease) -> tu
     with open(path, "r+b") as fh:
         fh.seek(offset)
         fh.truncate()
-        try:
-            while True:
+        while True:
+            try:
                 chunk = request.stream.read(min(CHUNK, room - written + 1))
-                if not chunk:
-                    break
-                if written + len(chunk) > room:
-                    fh.truncate(offset)
-                    raise TusError(413, "the body goes past Upload-Length")
-                held.keep()
-                fh.write(chunk)
-                if digest:
-                    digest.update(chunk)
-                written += len(chunk)
-        except (ClientDisconnected, OSError):    # the client's connection broke mid-body
-            broken = True
+            except (ClientDisconnected, OSError):    # the client's connection broke mid-body
+                broken = True
+                break
+            if not chunk:
+                break
+            if written + len(chunk) > room:
+                fh.truncate(offset)
+                raise TusError(413, "the body goes past Upload-Length")
+            held.keep()
+            fh.write(chunk)          # a full or failing scratch disk: an outage (503), nothing recorded
+            if digest:
+                digest.update(chunk)
+            written += len(chunk)
         broken = broken or (declared is not None and written < declared)
         if checksum and (broken or digest.digest() != checksum[1]):
             fh.truncate(offset)

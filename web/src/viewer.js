@@ -108,6 +108,7 @@ function scanLine(s) {
     `<div class="muted">${p.point_count ? `${num(p.point_count)} points` : ""}` +
     `${p.density_pts_m2 ? ` · ${num(p.density_pts_m2, 1)} pts/m²` : ""}${p.crs_epsg ? ` · EPSG:${p.crs_epsg}` : ""}` +
     `${p.error ? ` · <span class="error-text">${esc(p.error)}</span>` : ""}</div>${warn}` +
+    (p.warnings || []).map((w) => `<div class="warning scan-warning">⚠ ${esc(w)}</div>`).join("") +
     `<div><button type="button" class="scan-run" data-scan="${s.id}" aria-label="Run a process on scan #${s.id}">Run…</button> ` +
     reportLink(s.id, "report") +
     (s.geometry ? ` <button type="button" class="scan-zoom" data-scan="${s.id}">zoom</button>` : "") + "</div></li>";
