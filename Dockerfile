@@ -38,8 +38,8 @@ RUN --mount=type=secret,id=ca \
 
 # --- the runtime ---------------------------------------------------------------------------
 FROM ${BASE}
-RUN groupadd --system --gid 10001 canopy \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /home/canopy --create-home canopy \
+RUN groupadd --gid 10001 canopy \
+    && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin canopy \
     && mkdir -p /var/lib/canopy && chown canopy:canopy /var/lib/canopy
 COPY --from=build /opt/canopy /opt/canopy
 WORKDIR /app
