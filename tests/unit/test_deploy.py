@@ -265,3 +265,13 @@ def test_migrate_retries_until_the_database_answers_then_gives_up():
         connect("postgresql://nobody@127.0.0.1:1/none", wait=1.5, log=lines.append)
     assert 1.4 <= time.monotonic() - started < 10
     assert lines and all("retrying" in line for line in lines)
+
+
+def test_ci_runs_make_test_and_the_slow_checks_apart():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    runs = {name: " ".join(step.get("run", "") for step in job["steps"]) for name, job in workflow["jobs"].items()}
+    assert "make test" in runs["test"]
+    assert "make container-check" in runs["containers"] and "make k8s-check" in runs["deploy"]
+    makefile = (ROOT / "Makefile").read_text()
+    test_target = re.search(r"^test:.*\n((?:\t.*\n)*)", makefile, re.M)
+    assert test_target and "container" not in test_target.group(0) and "image" not in test_target.group(0)
