@@ -81,8 +81,7 @@ if [ "$ENGINE" = podman ]; then
   # starts with PostgreSQL still initialising, so its retry loop is what makes it work.
   up() { "${COMPOSE[@]}" up -d --no-deps "$@" >>.data/container-up.log 2>&1 || { tail -30 .data/container-up.log; exit 1; }; }
   : >.data/container-up.log
-  up postgis redis
-  up secret migrate
+  up postgis redis secret migrate
   for one in secret migrate; do
     rc=$("$ENGINE" wait "${PROJECT}_${one}_1")
     [ "$rc" = 0 ] || { "$ENGINE" logs "${PROJECT}_${one}_1" | tail -20; say "$one exited $rc"; exit 1; }
