@@ -38,7 +38,8 @@ def connect(database_url: str, wait: float = 0, log: Callable[[str], None] = pri
             left = deadline - time.monotonic()
             if left <= 0:
                 raise
-            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            reason = lines[0] if lines else type(err).__name__
             log(f"database not ready ({reason}); retrying for {left:.0f} s more")
             time.sleep(min(delay, max(left, 0.1)))
             delay = min(delay * 2, 5.0)
