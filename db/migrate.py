@@ -7,7 +7,9 @@ lock makes concurrent runners (several web processes starting at once) safe.
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
+from typing import Callable
 
 import psycopg
 
@@ -20,10 +22,34 @@ def pending(conn: psycopg.Connection) -> list[Path]:
     return [p for p in sorted(MIGRATIONS.glob("*.sql")) if p.name not in done]
 
 
-def migrate(database_url: str) -> list[str]:
-    """Apply every pending migration; return the names applied."""
+def connect(database_url: str, wait: float = 0, log: Callable[[str], None] = print) -> psycopg.Connection:
+    """A connection that has answered a query, retried for up to `wait` seconds while the
+    server refuses or is starting: a database container may accept connections only some
+    seconds after it started (the PostGIS image runs its init scripts on a socket-only
+    server first), so a deployment's migration step waits instead of failing once."""
+    deadline = time.monotonic() + wait
+    delay = 0.5
+    while True:
+        try:
+            conn = psycopg.connect(database_url, autocommit=True, connect_timeout=5)
+            conn.execute("SELECT 1")
+            return conn
+        except psycopg.OperationalError as err:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            reason = lines[0] if lines else type(err).__name__
+            log(f"database not ready ({reason}); retrying for {left:.0f} s more")
+            time.sleep(min(delay, max(left, 0.1)))
+            delay = min(delay * 2, 5.0)
+
+
+def migrate(database_url: str, wait: float = 0, log: Callable[[str], None] = print) -> list[str]:
+    """Apply every pending migration (waiting up to `wait` seconds for the database to
+    accept connections); return the names applied."""
     applied: list[str] = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url, wait, log) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         try:
             conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (

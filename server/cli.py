@@ -1,4 +1,5 @@
-"""`python -m server …`: dev (what `make run` runs), serve, worker, migrate, secret, create-user, demo."""
+"""`python -m server …`: dev (what `make run` runs), serve, worker, migrate, secret, create-user,
+create-admin, demo, healthcheck."""
 
 from __future__ import annotations
 
@@ -15,10 +16,16 @@ from .settings import ROOT
 from .supervisor import Supervised, supervise
 
 
-def _migrate(_args=None) -> None:
+def _migrate(args=None) -> None:
+    """Apply pending migrations, waiting up to --wait seconds for the database to accept
+    connections (a container deployment's first start); with --create-admin, then make
+    the first admin (ensure_admin)."""
     from db.migrate import migrate
-    applied = migrate(os.environ["DATABASE_URL"])
-    print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")
+    wait = getattr(args, "wait", 0) or 0
+    applied = migrate(os.environ["DATABASE_URL"], wait=wait, log=lambda m: print(f"migrate: {m}", flush=True))
+    print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}", flush=True)
+    if getattr(args, "create_admin", False):
+        ensure_admin(verbose=True)
 
 
 def create_user(username: str, password: str | None, role: str = "viewer") -> tuple[int, bool]:
@@ -45,17 +52,31 @@ def _create_user(args) -> None:
     print(f"user {args.username} {'created' if created else 'already exists'} (id {user_id})")
 
 
-def ensure_admin() -> None:
-    """The first admin: CANOPY_ADMIN_USER / CANOPY_ADMIN_PASSWORD, or a generated
-    password printed once (when the account is created)."""
-    username = os.environ.get("CANOPY_ADMIN_USER", "admin")
-    password = os.environ.get("CANOPY_ADMIN_PASSWORD")
+def ensure_admin(verbose: bool = False) -> None:
+    """The first admin: CANOPY_ADMIN_USER / CANOPY_ADMIN_PASSWORD (or the file
+    CANOPY_ADMIN_PASSWORD_FILE names: a container secret), or a generated password printed
+    once (when the account is created). An existing account is left as it is."""
+    from .settings import _secret
+    username = os.environ.get("CANOPY_ADMIN_USER") or "admin"
+    password = _secret("CANOPY_ADMIN_PASSWORD")
     generated = not password
     password = password or secrets.token_urlsafe(16)
     _, created = create_user(username, password, "admin")
     if created and generated:
         print(f"\n  Admin account created: user '{username}', password '{password}'"
               "\n  (shown once; set CANOPY_ADMIN_PASSWORD to choose it)\n", flush=True)
+    elif verbose:
+        print(f"admin account '{username}' " + ("created with the password CANOPY_ADMIN_PASSWORD gives"
+                                                 if created else "exists: left unchanged"), flush=True)
+
+
+def _create_admin(_args=None) -> None:
+    ensure_admin(verbose=True)
+
+
+def _healthcheck(args) -> None:
+    from .healthcheck import main as check
+    sys.exit(check(args.role, args.stale))
 
 
 def ensure_secret_file(path: Path) -> bool:
@@ -223,7 +244,20 @@ def main(argv: list[str] | None = None) -> None:
     worker = sub.add_parser("worker", help="run the job worker (Huey consumer)")
     worker.add_argument("--workers", type=int, default=int(os.environ.get("CANOPY_WORKERS", "2")))
     worker.set_defaults(func=_worker)
-    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=_migrate)
+    mig = sub.add_parser("migrate", help="apply pending database migrations")
+    mig.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                     help="retry connecting for this long while the database is not ready (containers: 120)")
+    mig.add_argument("--create-admin", action="store_true",
+                     help="then create the first admin (CANOPY_ADMIN_USER / CANOPY_ADMIN_PASSWORD, or printed once)")
+    mig.set_defaults(func=_migrate)
+    sub.add_parser("create-admin", help="create the first admin unless it exists (CANOPY_ADMIN_USER, "
+                                        "CANOPY_ADMIN_PASSWORD[_FILE]; else a password printed once)"
+                   ).set_defaults(func=_create_admin)
+    health = sub.add_parser("healthcheck", help="exit 0 when this container's web server / worker is healthy")
+    health.add_argument("role", nargs="?", choices=["auto", "web", "worker"], default="auto")
+    health.add_argument("--stale", type=float, default=30.0, metavar="SECONDS",
+                        help="a worker heartbeat older than this is unhealthy")
+    health.set_defaults(func=_healthcheck)
     demo = sub.add_parser("demo", help="load the demo forest and queue its jobs (idempotent)")
     demo.add_argument("--wait", action="store_true", help="follow the demo's jobs until they end (needs a worker)")
     demo.set_defaults(func=_demo)

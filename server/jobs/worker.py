@@ -11,6 +11,10 @@ so nothing of it is shared by a fork (each child opens its own connections, see
 db/pool.py). Its children die with it (the kernel's parent-death signal), so a killed
 consumer leaves no worker taking jobs unsupervised; their jobs' heartbeats go stale.
 
+Every second the consumer checks its children and then touches a heartbeat file
+(`$CANOPY_RUN_DIR/worker-heartbeat`): `python -m server healthcheck worker` (the
+container's healthcheck, the Kubernetes liveness probe) reads its age.
+
 The reaper requeues jobs whose worker died (stale heartbeat) and removes their work
 directories; every worker machine runs one, and its SQL is safe to run concurrently.
 It also requeues jobs whose task was popped by a worker that died before claiming
@@ -28,6 +32,7 @@ import time
 
 from huey.consumer import BaseProcess, Consumer, ProcessEnvironment
 
+from ..healthcheck import beat, heartbeat_path
 from ..settings import get_settings
 from ..uploads.complete import purge_expired
 from ..workspace import workspace_of
@@ -105,6 +110,7 @@ class CanopyConsumer(Consumer):
     def __init__(self, huey, **options):
         super().__init__(huey, worker_type="process", **options)
         self.reaper = self._create_process(Reaper(self.huey, self.stop_flag), "Reaper")
+        self.heartbeat = heartbeat_path(get_settings().run_dir)
 
     def get_environment(self, worker_type):
         return _ProcessEnvironment(self._graceful_sig, self._interrupt_sig)
@@ -112,6 +118,13 @@ class CanopyConsumer(Consumer):
     def start(self) -> None:
         super().start()                       # forks the workers and the scheduler
         self.reaper.start()
+        self._beat()
+
+    def _beat(self) -> None:
+        try:
+            beat(self.heartbeat)
+        except OSError as err:                # a full or read-only disk must not stop the jobs
+            log.warning("cannot touch the worker heartbeat %s: %s", self.heartbeat, err)
 
     def check_worker_health(self) -> bool:
         healthy = super().check_worker_health()
@@ -119,6 +132,7 @@ class CanopyConsumer(Consumer):
             log.warning("the reaper died, restarting it")
             self.reaper = self._create_process(Reaper(self.huey, self.stop_flag), "Reaper")
             self.reaper.start()
+        self._beat()                          # children checked (and replaced): the consumer is alive
         return healthy
 
 
