@@ -17,6 +17,7 @@ command -v npm >/dev/null || need+=(nodejs npm)            # bundles the web vie
 if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null || need+=(chromium)     # the viewer's end-to-end test
   /usr/bin/python3 -c 'import qgis.core' 2>/dev/null || need+=(python3-qgis)   # the QGIS client test
+  command -v kubectl >/dev/null || need+=(kubernetes-client)  # renders deploy/k8s (tests/unit/test_deploy.py)
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 
