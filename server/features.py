@@ -151,6 +151,7 @@ def _features_context():
         return _options(collection, item_id)
     if request.method in ("GET", "HEAD"):
         _negotiate()
+        ctx.json_page = not item_id and _served_as_json()
     if request.method == "GET":
         _check_query(ctx, collection, item_id)
     _check_write(ctx, collection, item_id)
@@ -168,6 +169,17 @@ def _negotiate() -> None:
         return
     best = request.accept_mimetypes.best_match(_SERVED_TYPES, default="application/geo+json")
     request.environ["HTTP_ACCEPT"] = "application/json" if best == "application/geo+json" else best
+
+
+def _served_as_json() -> bool:
+    """Will pygeoapi serve this items request as GeoJSON (after `_negotiate`)? Then the
+    provider may hand it each feature still encoded (providers/postgis.py)."""
+    from .exports.views import requested_format
+    f = request.args.get("f")
+    if f is not None:
+        return f == "json"
+    accept = request.environ.get("HTTP_ACCEPT")
+    return (accept is None or accept == "application/json") and requested_format() is None
 
 
 def _check_query(ctx: context.RequestContext, collection: str, item_id: str | None) -> None:
