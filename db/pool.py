@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
@@ -45,6 +46,22 @@ def _configure(conn: Connection) -> None:
     conn.execute("SET jit = off")
 
 
+IDLE_CHECK_SECONDS = 1.0
+
+
+def _returned(conn: Connection) -> None:
+    conn._canopy_returned = time.monotonic()     # type: ignore[attr-defined]
+
+
+def _check(conn: Connection) -> None:
+    """Check a connection about to be handed out, unless it served a request less than a
+    second ago: a restart of PostgreSQL leaves idle connections dead, while a busy server's
+    connections are proven alive by their last use, and a round trip before every request
+    would cost a busy server more than its page queries' planning."""
+    if time.monotonic() - getattr(conn, "_canopy_returned", 0.0) >= IDLE_CHECK_SECONDS:
+        ConnectionPool.check_connection(conn)
+
+
 def get_pool(database_url: str | None = None) -> ConnectionPool:
     """The pool for `database_url` (default: $DATABASE_URL), opened on first use."""
     url = database_url or os.environ["DATABASE_URL"]     # read each time: `canopy run` sets it late
@@ -54,12 +71,12 @@ def get_pool(database_url: str | None = None) -> ConnectionPool:
             pool = _pools.get(url)
             if pool is None:
                 # A request waits at most CANOPY_DB_POOL_TIMEOUT (2 s) for a connection, then
-                # answers 503 (PoolTimeout); each connection is checked when it is handed out, so
-                # after a PostgreSQL restart no request gets a dead one.
+                # answers 503 (PoolTimeout); each connection idle for a second is checked when it is
+                # handed out, so after a PostgreSQL restart no request gets a dead one.
                 settings = get_settings()
                 pool = ConnectionPool(url, min_size=1, max_size=settings.db_pool,
                                       configure=_configure, open=True, timeout=settings.db_pool_timeout,
-                                      check=ConnectionPool.check_connection,
+                                      check=_check, reset=_returned,
                                       kwargs={"connect_timeout": 2, "autocommit": True})
                 _pools[url] = pool
     return pool

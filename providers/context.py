@@ -27,6 +27,7 @@ class RequestContext:
     page_links: list | None = None            # next/prev links the provider made for the page
     version: int | None = None                # version of the item served or written (ETag)
     run: str | None = None                    # `run`: a job id, "all", or None for the current runs
+    json_page: bool = False                   # the page is served as JSON: features may stay encoded
 
 
 current: ContextVar[RequestContext] = ContextVar("canopy_request", default=RequestContext())

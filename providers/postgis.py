@@ -237,7 +237,9 @@ class PostGISProvider(BaseProvider):
                 matched = self._count(conn, where)
             elif count_needed:
                 matched = len(rows)
-        features = [orjson.loads(r[0]) for r in rows]
+        # A page served as JSON keeps each feature as PostgreSQL encoded it (orjson writes a
+        # Fragment as it is); HTML, JSON-LD and exports get them decoded.
+        features = [orjson.Fragment(r[0]) if ctx.json_page else orjson.loads(r[0]) for r in rows]
         result: dict[str, Any] = {"type": "FeatureCollection", "features": features,
                                   "numberReturned": len(features)}
         if matched is not None:

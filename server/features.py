@@ -6,7 +6,8 @@ pygeoapi serves `/collections/...`; this module fills what it leaves out:
 - CQL2 text and JSON filters parsed here (pygeoapi parses ECQL only and refuses
   `filter-lang=cql2-text`), so clients such as QGIS filter on the server;
 - `sortby` checked against the collection's properties (pygeoapi's parser fails on empty keys);
-- ETag on items, If-Match (428 when missing, 412 when stale) and PATCH;
+- ETag on items, If-Match (428 when missing, 412 when stale), PUT and PATCH answering
+  200 with the stored item;
 - OPTIONS answering what the caller may do, and 405 for writes to read-only collections;
 - `/conformance` listing exactly what is implemented;
 - GeoJSON served as `application/geo+json`, and `Accept` honoured on items (pygeoapi knows
@@ -150,9 +151,12 @@ def _features_context():
         return _options(collection, item_id)
     if request.method in ("GET", "HEAD"):
         _negotiate()
+        ctx.json_page = not item_id and _served_as_json()
     if request.method == "GET":
         _check_query(ctx, collection, item_id)
     _check_write(ctx, collection, item_id)
+    if request.method == "PUT" and item_id and _editable(collection):
+        return write_item(collection, item_id)    # here: pygeoapi's PUT route would win the URL match
     return None
 
 
@@ -165,6 +169,17 @@ def _negotiate() -> None:
         return
     best = request.accept_mimetypes.best_match(_SERVED_TYPES, default="application/geo+json")
     request.environ["HTTP_ACCEPT"] = "application/json" if best == "application/geo+json" else best
+
+
+def _served_as_json() -> bool:
+    """Will pygeoapi serve this items request as GeoJSON (after `_negotiate`)? Then the
+    provider may hand it each feature still encoded (providers/postgis.py)."""
+    from .exports.views import requested_format
+    f = request.args.get("f")
+    if f is not None:
+        return f == "json"
+    accept = request.environ.get("HTTP_ACCEPT")
+    return (accept is None or accept == "application/json") and requested_format() is None
 
 
 def _check_query(ctx: context.RequestContext, collection: str, item_id: str | None) -> None:
@@ -331,14 +346,19 @@ def _check_datetime(value: str) -> None:
                              "(e.g. 2024-06-01T00:00:00Z/..)")
 
 
-@bp.route("/collections/<collection>/items/<item_id>", methods=["PATCH"])
-def patch_item(collection: str, item_id: str):
-    """Features Part 4 update (JSON merge patch); pygeoapi 0.21 has no PATCH route.
-    A read-only collection was answered 405 before (`_check_write`)."""
+@bp.route("/collections/<collection>/items/<item_id>", methods=["PUT", "PATCH"])
+def write_item(collection: str, item_id: str):
+    """Features Part 4 replace (PUT) and update (PATCH, a JSON merge patch; pygeoapi 0.21 has
+    no PATCH route). Both answer 200 with the item as now stored and its new ETag, so a
+    client keeps editing without another GET. A read-only collection was answered 405
+    before (`_check_write`)."""
     if collection not in current_app.config["PYGEOAPI_CONFIG"]["resources"]:
         raise NotFound(f"no collection {collection!r}")
-    _provider(collection).patch(item_id, request.get_data())   # its errors: errors.py's table
-    return Response(status=204)
+    provider = _provider(collection)
+    write = provider.update if request.method == "PUT" else provider.patch
+    write(item_id, request.get_data())          # its errors: errors.py's table
+    stored = provider.get(item_id)              # sets the ETag's version (the one just written)
+    return Response(json.dumps(stored), status=200, content_type="application/geo+json")
 
 
 def register(app: Flask) -> None:

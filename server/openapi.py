@@ -224,6 +224,9 @@ def build_openapi(config: dict, settings: Settings) -> dict:
                     item[method]["responses"].update({
                         "412": {"$ref": "#/components/responses/PreconditionFailed"},
                         "428": {"$ref": "#/components/responses/PreconditionRequired"}})
+                # PUT and PATCH answer 200 with the item as stored (server/features.py)
+                item["put"]["responses"].pop("204", None)
+                item["put"]["responses"]["200"] = {"$ref": "#/components/responses/Feature"}
                 patch = copy.deepcopy(item["put"])
                 patch["summary"] = patch["summary"].replace("Update", "Patch")
                 patch["operationId"] = patch["operationId"].replace("update", "patch")

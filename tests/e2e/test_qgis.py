@@ -268,3 +268,76 @@ def test_qgis_editing_capabilities_follow_the_token(server, forest, qgis):
     else:                 # QGIS 3.22: OAPIF layers are read-only whatever the token
         assert caps["rw"] == caps["ro"] == [], caps
 
+
+
+# Run by /usr/bin/python3 with QGIS: a layer's featureCount() as QGIS's OAPIF provider reports it
+# (QGIS 3.22 takes it from numberMatched and shows 0 without one), without reading the features.
+QGIS_COUNT_SCRIPT = textwrap.dedent(r'''
+    import json, os, sys
+    from qgis.core import Qgis, QgsApplication, QgsNetworkAccessManager, QgsVectorLayer
+
+    job = json.load(sys.stdin)
+    app = QgsApplication([], False)
+    app.initQgis()
+    bearer = ("Bearer " + job["token"]).encode()
+    QgsNetworkAccessManager.setRequestPreprocessor(lambda request: request.setRawHeader(b"Authorization", bearer))
+    layer = QgsVectorLayer(f"url='{job['base']}' typename='{job['typename']}' pagingEnabled='true'",
+                           job["typename"], "OAPIF")
+    out = {"version": Qgis.QGIS_VERSION, "valid": layer.isValid()}
+    if layer.isValid():
+        out["feature_count"] = layer.featureCount()
+    else:
+        out["error"] = layer.error().summary()
+    print(json.dumps(out), flush=True)
+    os._exit(0)
+''')
+N_MANY_TREES = 12_000             # above CANOPY_COUNT_CAP (10,000): numberMatched is the planner's estimate
+
+
+@pytest.fixture(scope="module")
+def big_forest(db_url, make_user, server):
+    """A private project of 12,000 trees (inserted in SQL, then ANALYZEd as ingestion leaves
+    them) and a read-only personal access token scoped to it; removed afterwards."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        pid = conn.execute("INSERT INTO projects (name, visibility) VALUES ('qgis many trees', 'private') "
+                           "RETURNING id").fetchone()[0]
+        sid = conn.execute("INSERT INTO scans (project_id, name, status, crs_epsg) VALUES (%s, 'qgis big scan', "
+                           "'ready', %s) RETURNING id", (pid, EPSG)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO trees (scan_id, project_id, x, y, geom, height_m, crown_area_m2, crown_diameter_m) "
+            "SELECT %s, %s, x, y, ST_Transform(ST_SetSRID(ST_MakePoint(x, y), %s), 4326), 12, 9, 3 "
+            "FROM (SELECT %s + (i %% 120) * 4.0 AS x, %s + (i / 120) * 4.0 AS y "
+            "FROM generate_series(0, %s - 1) i) g", (sid, pid, EPSG, X0, Y0, N_MANY_TREES))
+        conn.execute("ANALYZE trees")
+        user = make_user("viewer", {pid: "viewer"})
+        r = requests.post(f"{server}/auth/tokens", headers={"Authorization": f"Bearer {user.token}"},
+                          json={"name": "QGIS count", "project": pid, "read_only": True, "expires_in_days": 1})
+        assert r.status_code == 201, r.text
+        try:
+            yield {"project": pid, "token": r.json()["token"]}
+        finally:
+            conn.execute("DELETE FROM trees WHERE project_id = %s", (pid,))
+            conn.execute("DELETE FROM scans WHERE project_id = %s", (pid,))
+            conn.execute("DELETE FROM projects WHERE id = %s", (pid,))
+
+
+def test_qgis_counts_a_trees_layer_above_the_count_cap(server, big_forest, qgis, tmp_path):
+    """Issue 32: QGIS 3.22 showed 0 features for a layer of 11,566 trees (numberMatched was left
+    out above CANOPY_COUNT_CAP). Now its featureCount() is the layer's size: above the cap the
+    planner's estimate, which the server documents as such (within a few percent here)."""
+    page = requests.get(f"{server}/collections/trees/items", params={"limit": 1},
+                        headers={"Authorization": f"Bearer {big_forest['token']}"}).json()
+    assert page["numberMatched"] > 10_000, page.get("numberMatched")
+    script = tmp_path / "count.py"
+    script.write_text(QGIS_COUNT_SCRIPT)
+    home = tmp_path / "home"
+    (home / "runtime").mkdir(parents=True, mode=0o700)
+    env = dict(_qgis_env(), HOME=str(home), QGIS_CUSTOM_CONFIG_PATH=str(home), XDG_RUNTIME_DIR=str(home / "runtime"))
+    done = subprocess.run([SYSTEM_PYTHON, str(script)], capture_output=True, text=True, timeout=300, env=env, cwd=home,
+                          input=json.dumps({"base": server, "token": big_forest["token"], "typename": "trees"}))
+    assert done.returncode == 0, (done.returncode, done.stdout[-4000:], done.stderr[-4000:])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"\nQGIS {out['version']}: trees featureCount {out.get('feature_count')} "
+          f"(DB {N_MANY_TREES}, first page numberMatched {page['numberMatched']})")
+    assert out["valid"], out
+    assert out["feature_count"] > 10_000 and abs(out["feature_count"] - N_MANY_TREES) <= 0.05 * N_MANY_TREES, out

@@ -240,8 +240,9 @@ def test_create_replace_patch_delete_with_etags(server, project, editor):
                         headers={"Content-Type": "application/geo+json", **editor}).status_code == 428
     r = requests.put(url, json=_feature(project, "replaced"),
                      headers={"Content-Type": "application/geo+json", "If-Match": '"1"', **editor})
-    assert r.status_code == 204, r.text
-    assert r.headers["ETag"] == '"2"'
+    assert r.status_code == 200, r.text
+    assert r.headers["ETag"] == '"2"' and r.headers["Content-Type"] == "application/geo+json"
+    assert r.json()["properties"]["name"] == "replaced" and r.json()["properties"]["version"] == 2
     stale = requests.put(url, json=_feature(project, "lost update"),
                          headers={"Content-Type": "application/geo+json", "If-Match": '"1"', **editor})
     assert stale.status_code == 412
@@ -249,8 +250,8 @@ def test_create_replace_patch_delete_with_etags(server, project, editor):
 
     r = requests.patch(url, json={"type": "Feature", "properties": {"name": "patched"}},
                        headers={"If-Match": '"2"', **editor})
-    assert r.status_code == 204, r.text
-    assert r.headers["ETag"] == '"3"'
+    assert r.status_code == 200, r.text
+    assert r.headers["ETag"] == '"3"' and r.json()["properties"]["name"] == "patched"
     got = requests.get(url).json()
     assert got["properties"]["name"] == "patched" and got["properties"]["attributes"] == {"k": 1}
     assert requests.patch(url, json={"type": "Feature", "properties": {"name": "y"}}, headers=editor).status_code == 428
@@ -263,7 +264,8 @@ def test_create_replace_patch_delete_with_etags(server, project, editor):
 
 def test_a_get_body_puts_back(server, project, editor):
     """GET -> edit -> PUT: the read-only members a GET gives (created_at, metrics, updated_at,
-    version) are taken back unchanged; a changed one is a 400; a stale ETag is a 412 first."""
+    version) are taken back unchanged; a changed one is a 400; a stale ETag is a 412 first.
+    A successful PUT answers 200 with the item as stored (what a GET now gives) and its ETag."""
     items = f"{server}/collections/plots/items"
     url = requests.post(items, json=_feature(project, "round trip"),
                         headers={"Content-Type": "application/geo+json", **editor}).headers["Location"]
@@ -274,15 +276,18 @@ def test_a_get_body_puts_back(server, project, editor):
         body["properties"]["name"] = "edited"
         put = {"Content-Type": "application/geo+json", **editor}
         r = requests.put(url, data=json.dumps(body), headers={**put, "If-Match": etag})
-        assert r.status_code == 204, r.text
-        assert requests.get(url).json()["properties"]["name"] == "edited"
+        assert r.status_code == 200, r.text                   # the item as stored, with its new ETag
+        assert r.json()["properties"]["name"] == "edited" and r.headers["ETag"] != etag
+        again = requests.get(url)
+        assert r.json() == {k: v for k, v in again.json().items() if k != "links"}
+        assert r.headers["ETag"] == again.headers["ETag"]
         # the same (now stale) body and ETag: 412, not the 400 its stale read-only members would earn
         r = requests.put(url, data=json.dumps(body), headers={**put, "If-Match": etag})
         assert r.status_code == 412, r.text
         fresh = requests.get(url)
         body, etag = fresh.json(), fresh.headers["ETag"]
         body["properties"]["created_at"] = body["properties"]["created_at"].replace("+00:00", "Z")   # same instant
-        assert requests.put(url, data=json.dumps(body), headers={**put, "If-Match": etag}).status_code == 204
+        assert requests.put(url, data=json.dumps(body), headers={**put, "If-Match": etag}).status_code == 200
         body, etag = requests.get(url).json(), requests.get(url).headers["ETag"]
         body["properties"]["version"] = 99
         r = requests.put(url, data=json.dumps(body), headers={**put, "If-Match": etag})
