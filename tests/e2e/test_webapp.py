@@ -113,6 +113,16 @@ def _viridis_mask(img: np.ndarray) -> np.ndarray:
     return distance < 300
 
 
+async def _run_form(page, process: str, what: str) -> str:
+    """Click Run and return the id of the job it added to the jobs list (the list also holds
+    other tests' jobs of public projects, so the new one is the one not listed before)."""
+    listed = json.dumps(await page.eval("[...document.querySelectorAll('#jobs li[data-job]')].map(li => li.dataset.job)"))
+    await page.click("#proc-run")
+    return await page.wait("[...document.querySelectorAll('#jobs li[data-job]')].find(li => "
+                           f"li.textContent.includes('{process}') && !{listed}.includes(li.dataset.job))"
+                           "?.dataset.job", 30, what=what)
+
+
 async def _journey(stack, people, files, db_url, tmp_path):
     SHOTS.mkdir(parents=True, exist_ok=True)
     for old in SHOTS.glob("*.png"):
@@ -224,12 +234,7 @@ async def _journey(stack, people, files, db_url, tmp_path):
         await page.eval(f"document.querySelector('#proc-fields [name=scan]').value = '{scan_id}'")
         await page.fill("#proc-fields [name=metrics_resolution]", "10")
         await page.screenshot(SHOTS / "06-process-form.png")
-        listed = json.dumps(await page.eval("[...document.querySelectorAll('#jobs li[data-job]')]"
-                                            ".map(li => li.dataset.job)"))   # public projects' jobs of other tests
-        await page.click("#proc-run")
-        job_id = await page.wait("[...document.querySelectorAll('#jobs li[data-job]')].find(li => "
-                                 f"li.textContent.includes('forest-inventory') && !{listed}.includes(li.dataset.job))"
-                                 "?.dataset.job", 30, what="the job in the list")
+        job_id = await _run_form(page, "forest-inventory", "the job in the list")
         job_li = f"#jobs li[data-job='{job_id}']"
         await page.wait(f"Number(document.querySelector(\"{job_li}\").dataset.progress) > 0 && "
                         f"document.querySelector(\"{job_li}\").dataset.status === 'running'", 120, every=0.1,
@@ -351,11 +356,7 @@ async def _journey(stack, people, files, db_url, tmp_path):
         await page.click(f"{scan_li} .scan-run")
         await page.wait(f"document.getElementById('proc-target').dataset.scan === '{scan_id}'", 20)
         await page.fill("#proc-fields [name=metrics_resolution]", "10")
-        listed = json.dumps(await page.eval("[...document.querySelectorAll('#jobs li[data-job]')].map(li => li.dataset.job)"))
-        await page.click("#proc-run")
-        second = await page.wait("[...document.querySelectorAll('#jobs li[data-job]')].find(li => "
-                                 f"li.textContent.includes('forest-inventory') && !{listed}.includes(li.dataset.job))"
-                                 "?.dataset.job", 30, what="the second run in the list")
+        second = await _run_form(page, "forest-inventory", "the second run in the list")
         await page.wait(f"(document.body.dataset.layersFor || '').includes('{second}')", 600, every=0.5,
                         what="the second run's layers")
         with psycopg.connect(db_url) as conn:
@@ -381,11 +382,7 @@ async def _journey(stack, people, files, db_url, tmp_path):
         assert await page.eval("document.querySelector('#proc-fields select[data-run=after]').value") == second
         assert second[:8] in await page.eval("document.getElementById('proc-target').textContent")
         await page.screenshot(SHOTS / "10b-compare-form.png")
-        listed = json.dumps(await page.eval("[...document.querySelectorAll('#jobs li[data-job]')].map(li => li.dataset.job)"))
-        await page.click("#proc-run")
-        compare = await page.wait("[...document.querySelectorAll('#jobs li[data-job]')].find(li => "
-                                  f"li.textContent.includes('compare') && !{listed}.includes(li.dataset.job))"
-                                  "?.dataset.job", 30, what="the compare job")
+        compare = await _run_form(page, "compare", "the compare job")
         await page.wait(f"(document.body.dataset.layersFor || '').includes('{compare}')", 300, every=0.5,
                         what="the compare job's layers")
         compare_li = f"#jobs li[data-job='{compare}']"
@@ -515,11 +512,7 @@ def test_run_goes_to_the_clicked_scan_and_projects_are_made_in_the_page(stack, p
                 name = "North stand" if scan == scans[0] else "South stand"
                 assert f"scan #{scan} “{name}”" in target, target
                 assert await page.eval("document.getElementById('proc-run').textContent") == f"Run on scan #{scan}"
-                listed = json.dumps(await page.eval("[...document.querySelectorAll('#jobs li[data-job]')]"
-                                                    ".map(li => li.dataset.job)"))
-                await page.click("#proc-run")
-                job = await page.wait("[...document.querySelectorAll('#jobs li[data-job]')].find(li => "
-                                      f"!{listed}.includes(li.dataset.job))?.dataset.job", 30, what="the job")
+                job = await _run_form(page, "", "the job")
                 await page.wait(f"document.querySelector(\"#jobs li[data-job='{job}']\").textContent"
                                 f".includes('scan #{scan} “{name}”')", 20, what="the job naming its scan")
                 started.append(job)
