@@ -211,7 +211,8 @@ def test_no_published_tree_is_lower_than_hmin(tmp_path):
 
 
 @pytest.mark.parametrize("first_density, metrics_res, cell", [(12.0, 20.0, 0.5), (4.0, 20.0, 0.5), (2.0, 20.0, 0.8),
-                                                              (2.0, 10.0, 1.0), (1.0, 20.0, 1.0), (0.3, 20.0, 2.0)])
+                                                              (2.0, 10.0, 1.0), (1.0, 20.0, 1.0), (0.3, 20.0, 1.0),
+                                                              (0.05, 7.5, 0.9375)])
 def test_most_chm_cells_hold_a_first_return(first_density, metrics_res, cell):
     assert surface.chm_cell(first_density, metrics_res) == cell
 
