@@ -148,7 +148,7 @@ def test_crown_window_widens_where_the_canopy_is_open():
     w = trees.crown_window()
     h = np.array([20.0, 20.0])
     open_, closed = w.diameter(h, np.array([0.3, 1.0]))
-    assert closed == pytest.approx(2.5) and open_ == pytest.approx(2.5 + 0.2 * 0.7 * 20)
+    assert closed == pytest.approx(2.0) and open_ == pytest.approx(2.0 + 0.4 * 0.7 * 20)
 
 
 def test_apex_height_is_closer_to_the_apex_than_the_highest_return():
@@ -181,6 +181,20 @@ def test_two_tops_closer_than_min_distance_are_one_tree():
     assert len(trees.locate_trees(chm, trees.lmf(ws=1.0, min_distance=0))["x"]) == 3
     tops = trees.locate_trees(chm, narrow)
     assert sorted(np.round(tops["x"]).tolist()) == [8.0, 14.0]  # the higher leader and the other tree
+
+
+@pytest.mark.parametrize("apart, found", [(1.6, 1), (2.3, 2)])
+def test_two_tall_tops_closer_than_a_tenth_of_their_height_are_one_tree(apart, found):
+    from processes.lidar.grid import Raster
+
+    g = Grid(0.0, 20.0, 0.25, 80, 80)
+    cx, cy = g.centers()
+    # two 20 m leaders `apart` metres apart: one crown under 2 m (0.1 x 20 m), two trees beyond
+    z = np.maximum.reduce([20 - 4 * np.hypot(cx - 9, cy - 10), 19.8 - 4 * np.hypot(cx - 9 - apart, cy - 10),
+                           np.zeros(g.shape)])
+    chm = Raster(z.astype(np.float32), g, "chm")
+    assert len(trees.locate_trees(chm, trees.lmf(ws=1.0))["x"]) == found
+    assert len(trees.locate_trees(chm, trees.lmf(ws=1.0, crown_share=0))["x"]) == 2
 
 
 @pytest.mark.parametrize("res", [0.5, 0.75, 1.0])
