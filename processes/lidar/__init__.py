@@ -31,7 +31,8 @@ Modules (one job each):
 - ``aba_map``    area-based models over grid metrics: maps, extrapolation flags, totals with a CI
 - ``aba_forest`` simulated forests with known per-hectare attributes and field plots (ABA truth)
 - ``point_writer`` ground-classified or normalised points written as LAS/LAZ
-- ``synthetic``  synthetic forests with known truth
+- ``synthetic``  synthetic forests with known truth (stands, terrain, pulses, returns)
+- ``synthetic_crowns`` their crown surfaces (smooth or rough) and herb layer
 - ``cli``        ``python -m processes.lidar STEP INPUT... --out DIR``
 """
 from .crowns import dalponte2016, watershed
