@@ -26,7 +26,8 @@ import numpy as np
 from . import metrics as metricsmod
 from .grid import Grid
 from .points import Points
-from .synthetic import ORIGIN, _crown_shapes, make_forest
+from .synthetic import ORIGIN, make_forest
+from .synthetic_crowns import crown_shapes
 
 FORM_FACTOR = 0.45
 DBH_SD = 0.10
@@ -97,7 +98,7 @@ def grow_trees(family: str = "blocks", size: float = 400.0, seed: int = 0, origi
     h = hmean * rng.uniform(0.85, 1.15, len(u))
     bl = rng.random(len(u)) < f["broadleaf"]
     crowd = 1.0 - 0.35 * (dens - f["stems"][0]) / (smax - f["stems"][0])     # 1 (open) .. 0.65 (densest)
-    r, length = _crown_shapes(rng, h, bl)
+    r, length = crown_shapes(rng, h, bl)
     r = r * crowd
     # stems closer than 0.6 x the sum of crown radii are removed (self-thinning), tallest kept
     order = np.argsort(-h)
