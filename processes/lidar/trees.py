@@ -124,8 +124,8 @@ class lmf(Parameters):
                               minimum=0, maximum=50)
     min_distance: float = param(1.5, "Of two tops closer than this, only the higher is a tree (m; 0: off)",
                                 minimum=0, maximum=20)
-    crown_share: float = param(0.1, "Nor closer than this share of the higher top's height (0: off)",
-                               minimum=0, maximum=1)
+    crown_share: float = param(0.1, "Of two tops closer than this share of the higher one's height, only the "
+                               "higher is a tree (0: off)", minimum=0, maximum=1)
 
     def locate(self, chm: Raster | Points) -> dict[str, np.ndarray]:
         return _lmf_points(chm, self) if isinstance(chm, Points) else _lmf_raster(chm, self)

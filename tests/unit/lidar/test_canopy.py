@@ -177,8 +177,8 @@ def test_two_tops_closer_than_min_distance_are_one_tree():
     z = np.maximum.reduce([15 - 3 * np.hypot(cx - 8, cy - 10), 14.5 - 3 * np.hypot(cx - 9.2, cy - 10),
                            13 - 3 * np.hypot(cx - 14, cy - 10), np.zeros(g.shape)])
     chm = Raster(z.astype(np.float32), g, "chm")
-    narrow = trees.lmf(ws=1.0)
-    assert len(trees.locate_trees(chm, trees.lmf(ws=1.0, min_distance=0))["x"]) == 3
+    narrow = trees.lmf(ws=1.0, crown_share=0)  # min_distance alone
+    assert len(trees.locate_trees(chm, trees.lmf(ws=1.0, min_distance=0, crown_share=0))["x"]) == 3
     tops = trees.locate_trees(chm, narrow)
     assert sorted(np.round(tops["x"]).tolist()) == [8.0, 14.0]  # the higher leader and the other tree
 
